@@ -1,0 +1,213 @@
+"""Hosts as network namespaces, joined by veth pairs, torn down even when a test fails.
+
+Every namespace is named `qt-<run>-<host>` with a run id unique to this process, so parallel
+runs never collide and a crashed run's leftovers are recognisable (`cleanup_stale()`).
+Addresses come from 198.18.0.0/15 (RFC 2544 benchmarking) and 2001:2::/48 (RFC 5180), so no
+test traffic can ever be mistaken for, or routed to, a real network.
+
+The router's bottleneck is built with the `tc` command on purpose: it is the test's model of
+the world beyond the host, independent of the product code under test.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+import os
+import secrets
+import subprocess
+import sys
+from dataclasses import dataclass, field
+
+NS_PREFIX = "qt-"
+V4_POOL = ipaddress.ip_network("198.18.0.0/15")
+V6_BASE = ipaddress.ip_network("2001:2::/48")
+
+
+class TestbedError(RuntimeError):
+    pass
+
+
+def _sh(argv: list[str], *, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise TestbedError(f"{' '.join(argv)}: {proc.stderr.strip() or proc.stdout.strip()}")
+    return proc
+
+
+@dataclass
+class Iface:
+    host: "Host"
+    name: str
+    v4: ipaddress.IPv4Interface
+    v6: ipaddress.IPv6Interface
+    peer: "Iface | None" = field(default=None, repr=False)
+
+
+@dataclass
+class Host:
+    name: str
+    ns: str
+    ifaces: list[Iface] = field(default_factory=list)
+
+    @property
+    def addr(self) -> str:
+        """The host's first IPv4 address: what peers dial."""
+        return str(self.ifaces[0].v4.ip)
+
+    @property
+    def addr6(self) -> str:
+        return str(self.ifaces[0].v6.ip)
+
+    def iface_to(self, other: "Host") -> Iface:
+        for iface in self.ifaces:
+            if iface.peer is not None and iface.peer.host is other:
+                return iface
+        raise TestbedError(f"{self.name} has no link to {other.name}")
+
+    def argv(self, argv: list[str]) -> list[str]:
+        return ["ip", "netns", "exec", self.ns, *argv]
+
+    def run(self, argv: list[str], *, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
+        return _sh(self.argv(argv), check=check, timeout=timeout)
+
+    def popen(self, argv: list[str], **kwargs) -> subprocess.Popen:
+        kwargs.setdefault("stdout", subprocess.PIPE)
+        kwargs.setdefault("stderr", subprocess.PIPE)
+        kwargs.setdefault("text", True)
+        return subprocess.Popen(self.argv(argv), **kwargs)
+
+    def python(self, args: list[str], **kwargs) -> subprocess.Popen:
+        """Run this project's Python (same interpreter and venv) inside the namespace."""
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **kwargs.pop("env", {}))
+        return self.popen([sys.executable, *args], env=env, **kwargs)
+
+
+@dataclass(frozen=True)
+class Link:
+    a: Iface
+    b: Iface
+
+
+class Testbed:
+    """A set of namespaces for one test. Use as a context manager."""
+
+    __test__ = False
+
+    def __init__(self, tag: str = "") -> None:
+        self.run_id = (tag[:4] + secrets.token_hex(2)) if tag else secrets.token_hex(3)
+        self.hosts: dict[str, Host] = {}
+        self.links: list[Link] = []
+        self._subnets = itertools.count(1)
+
+    def __enter__(self) -> "Testbed":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def host(self, name: str, *, router: bool = False) -> Host:
+        ns = f"{NS_PREFIX}{self.run_id}-{name}"
+        if len(ns) > 60:
+            raise TestbedError(f"namespace name too long: {ns}")
+        _sh(["ip", "netns", "add", ns])
+        host = Host(name=name, ns=ns)
+        self.hosts[name] = host
+        host.run(["ip", "link", "set", "lo", "up"])
+        for knob in ("all", "default"):  # link-local DAD would stall IPv6 for ~2 s per link
+            host.run(["sysctl", "-q", "-w", f"net.ipv6.conf.{knob}.accept_dad=0"])
+        if router:
+            host.run(["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"])
+            host.run(["sysctl", "-q", "-w", "net.ipv6.conf.all.forwarding=1"])
+        return host
+
+    def router(self, name: str = "r") -> Host:
+        return self.host(name, router=True)
+
+    def connect(self, a: Host, b: Host) -> Link:
+        """A veth pair between two hosts on a fresh /24 (and /64)."""
+        n = next(self._subnets)
+        if n > 250:
+            raise TestbedError("out of test subnets")
+        net4 = list(V4_POOL.subnets(new_prefix=24))[n]
+        net6 = ipaddress.ip_network(f"2001:2:0:{n:x}::/64")
+        a_name, b_name = f"eth{len(a.ifaces)}", f"eth{len(b.ifaces)}"
+        _sh(["ip", "link", "add", a_name, "netns", a.ns, "type", "veth", "peer", "name", b_name, "netns", b.ns])
+        ends = []
+        for host, name, idx in ((a, a_name, 1), (b, b_name, 2)):
+            v4 = ipaddress.ip_interface(f"{net4[idx]}/24")
+            v6 = ipaddress.ip_interface(f"{net6[idx]}/64")
+            host.run(["ip", "addr", "add", str(v4), "dev", name])
+            host.run(["ip", "-6", "addr", "add", str(v6), "dev", name, "nodad"])
+            host.run(["ip", "link", "set", name, "up"])
+            iface = Iface(host=host, name=name, v4=v4, v6=v6)
+            host.ifaces.append(iface)
+            ends.append(iface)
+        ends[0].peer, ends[1].peer = ends[1], ends[0]
+        link = Link(ends[0], ends[1])
+        self.links.append(link)
+        return link
+
+    def route_via(self, host: Host, gateway: Iface) -> None:
+        """Make `gateway` (an interface of a neighbour) the host's default route."""
+        host.run(["ip", "route", "replace", "default", "via", str(gateway.v4.ip)])
+        host.run(["ip", "-6", "route", "replace", "default", "via", str(gateway.v6.ip)])
+
+    def star(self, router: Host, hosts: list[Host]) -> dict[str, Link]:
+        """Connect every host to the router and route through it."""
+        links = {}
+        for host in hosts:
+            link = self.connect(host, router)
+            self.route_via(host, link.b)
+            links[host.name] = link
+        return links
+
+    def bottleneck(self, host: Host, ifname: str, rate_bps: int, fifo_bytes: int) -> None:
+        """The world beyond the host: an HTB at `rate_bps` feeding a deep byte fifo."""
+        self.clear_bottleneck(host, ifname)
+        rate = f"{rate_bps}bit"
+        host.run(["tc", "qdisc", "add", "dev", ifname, "root", "handle", "1:", "htb", "default", "1"])
+        host.run(["tc", "class", "add", "dev", ifname, "parent", "1:", "classid", "1:1", "htb",
+                  "rate", rate, "ceil", rate, "quantum", "1514"])
+        host.run(["tc", "qdisc", "add", "dev", ifname, "parent", "1:1", "handle", "10:", "bfifo",
+                  "limit", str(fifo_bytes)])
+
+    def set_bottleneck_rate(self, host: Host, ifname: str, rate_bps: int) -> None:
+        rate = f"{rate_bps}bit"
+        host.run(["tc", "class", "change", "dev", ifname, "parent", "1:", "classid", "1:1", "htb",
+                  "rate", rate, "ceil", rate, "quantum", "1514"])
+
+    def clear_bottleneck(self, host: Host, ifname: str) -> None:
+        host.run(["tc", "qdisc", "del", "dev", ifname, "root"], check=False)
+
+    def close(self) -> None:
+        errors = []
+        for host in self.hosts.values():
+            _kill_namespace_processes(host.ns)
+            proc = _sh(["ip", "netns", "del", host.ns], check=False)
+            if proc.returncode != 0 and "No such file" not in proc.stderr:
+                errors.append(proc.stderr.strip())
+        self.hosts.clear()
+        if errors:
+            raise TestbedError("; ".join(errors))
+
+
+def _kill_namespace_processes(ns: str) -> None:
+    proc = _sh(["ip", "netns", "pids", ns], check=False)
+    for pid in proc.stdout.split():
+        try:
+            os.kill(int(pid), 9)
+        except (ProcessLookupError, ValueError):
+            pass
+
+
+def cleanup_stale() -> list[str]:
+    """Remove namespaces left by crashed runs (ours only: the `qt-` prefix)."""
+    removed = []
+    for line in _sh(["ip", "netns", "list"], check=False).stdout.splitlines():
+        name = line.split()[0] if line.split() else ""
+        if name.startswith(NS_PREFIX):
+            _kill_namespace_processes(name)
+            _sh(["ip", "netns", "del", name], check=False)
+            removed.append(name)
+    return removed
