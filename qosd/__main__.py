@@ -1,0 +1,3 @@
+from qosd.cli import main
+
+main()

@@ -1,0 +1,114 @@
+"""`qosd status`: the running daemon's view, read through the local API's `status` method.
+
+The daemon may leave out any value it has not measured yet (a peer without an RTT sample,
+a class without a tx rate), so the table prints `-` rather than failing on a missing key.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import click
+
+from qosd.api.client import ApiClient
+from qosd.cli import main
+
+MAX_DECISIONS_SHOWN = 8
+
+
+@main.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print the daemon's reply as JSON.")
+@click.option("--socket", "socket_path", default=None, metavar="PATH",
+              help="API socket (default: $QOSD_SOCKET or /run/qosd/qosd.sock).")
+@click.option("--timeout", "timeout_s", default=2.0, show_default=True, type=float,
+              help="Seconds to wait for the daemon.")
+def status(as_json: bool, socket_path: str | None, timeout_s: float) -> None:
+    """Show the running daemon's classes, grants, peers and last decisions."""
+    with ApiClient(socket_path, timeout_s=timeout_s) as client:
+        result = client.call("status")
+    if as_json:
+        click.echo(json.dumps(result, indent=2, sort_keys=True))
+    else:
+        click.echo(format_status(result, time.time()), nl=False)
+
+
+def format_status(status: Mapping[str, Any], now_s: float) -> str:
+    """Compact human tables for a `status` result (shape: docs/API.md)."""
+    lines = [f"qosd on {status.get('interface', '?')}  policy {status.get('policy', '?')}  "
+             f"up {_duration(status.get('uptime_s'))}", ""]
+    classes = status.get("classes") or {}
+    lines += _table(("CLASS", "GRANTED", "CEIL", "TX", "DROPS", "BACKLOG"),
+                    [(name, _rate(c.get("rate_bps")), _rate(c.get("ceil_bps")),
+                      _rate(c.get("tx_bps")), _count(c.get("drops")),
+                      _size(c.get("backlog_bytes")))
+                     for name, c in sorted(classes.items())])
+    peers = status.get("peers") or {}
+    if peers:
+        lines += [""] + _table(("PEER", "ADDRESS", "RTT", "BASE RTT", "QUEUE DELAY", "LOSS"),
+                               [(name, p.get("address") or "-", _ms(p.get("rtt_s")),
+                                 _ms(p.get("base_rtt_s")), _ms(p.get("queue_delay_s")),
+                                 _percent(p.get("loss")))
+                                for name, p in sorted(peers.items())])
+    decisions: Sequence[Mapping[str, Any]] = status.get("decisions") or []
+    if decisions:
+        lines += ["", "LAST DECISIONS"]
+        for d in decisions[-MAX_DECISIONS_SHOWN:]:
+            when = d.get("time_s")
+            age = "-" if when is None else _duration(now_s - when) + " ago"
+            lines.append(f"  {age:>9}  {d.get('class', '?')} -> {_rate(d.get('rate_bps'))}"
+                         f"  ({d.get('reason', '?')})")
+    return "\n".join(lines) + "\n"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    if not rows:
+        return [f"{header[0]}: none"]
+    widths = [max(len(str(r[i])) for r in (header, *rows)) for i in range(len(header))]
+    return ["  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip()
+            for row in (header, *rows)]
+
+
+def _rate(bps: float | None) -> str:
+    if bps is None:
+        return "-"
+    for unit, scale in (("gbit", 1e9), ("mbit", 1e6), ("kbit", 1e3)):
+        if bps >= scale:
+            return f"{bps / scale:.1f}{unit}"
+    return f"{bps:.0f}bit"
+
+
+def _size(n: float | None) -> str:
+    if n is None:
+        return "-"
+    for unit, scale in (("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f}{unit}"
+    return f"{n:.0f}B"
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1e3:.1f}ms"
+
+
+def _percent(fraction: float | None) -> str:
+    return "-" if fraction is None else f"{fraction * 100:.1f}%"
+
+
+def _count(n: int | None) -> str:
+    return "-" if n is None else str(n)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
