@@ -42,3 +42,5 @@ def main() -> None:
 
 # Command modules add themselves to `main` on import.
 from qosd.cli import policy_cmd  # noqa: E402,F401
+from qosd.cli import daemon_cmd  # noqa: E402,F401
+from qosd.cli import status_cmd  # noqa: E402,F401

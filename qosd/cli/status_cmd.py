@@ -7,7 +7,6 @@ a class without a tx rate), so the table prints `-` rather than failing on a mis
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -32,17 +31,17 @@ def status(as_json: bool, socket_path: str | None, timeout_s: float) -> None:
     if as_json:
         click.echo(json.dumps(result, indent=2, sort_keys=True))
     else:
-        click.echo(format_status(result, time.time()), nl=False)
+        click.echo(format_status(result), nl=False)
 
 
-def format_status(status: Mapping[str, Any], now_s: float) -> str:
+def format_status(status: Mapping[str, Any]) -> str:
     """Compact human tables for a `status` result (shape: docs/API.md)."""
     lines = [f"qosd on {status.get('interface', '?')}  policy {status.get('policy', '?')}  "
              f"up {_duration(status.get('uptime_s'))}", ""]
     classes = status.get("classes") or {}
     lines += _table(("CLASS", "GRANTED", "CEIL", "TX", "DROPS", "BACKLOG"),
                     [(name, _rate(c.get("rate_bps")), _rate(c.get("ceil_bps")),
-                      _rate(c.get("tx_bps")), _count(c.get("drops")),
+                      _rate(c.get("tx_rate_bps")), _count(c.get("drops_total")),
                       _size(c.get("backlog_bytes")))
                      for name, c in sorted(classes.items())])
     peers = status.get("peers") or {}
@@ -55,10 +54,14 @@ def format_status(status: Mapping[str, Any], now_s: float) -> str:
     decisions: Sequence[Mapping[str, Any]] = status.get("decisions") or []
     if decisions:
         lines += ["", "LAST DECISIONS"]
+        now_s = status.get("now_s")
         for d in decisions[-MAX_DECISIONS_SHOWN:]:
-            when = d.get("time_s")
-            age = "-" if when is None else _duration(now_s - when) + " ago"
-            lines.append(f"  {age:>9}  {d.get('class', '?')} -> {_rate(d.get('rate_bps'))}"
+            t_s = d.get("t_s")
+            when = "-" if now_s is None or t_s is None else _duration(now_s - t_s) + " ago"
+            cls = d.get("class")
+            what = f"{cls} {d.get('field', '?')}" if cls else "link rate"
+            lines.append(f"  {when:>9}  {what} "
+                         f"{_rate(d.get('old_bps'))} -> {_rate(d.get('new_bps'))}"
                          f"  ({d.get('reason', '?')})")
     return "\n".join(lines) + "\n"
 

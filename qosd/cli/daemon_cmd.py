@@ -1,0 +1,69 @@
+"""`qosd run`: the daemon. `qosd reflect`: only the probe reflector, for peers without qosd."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+import click
+
+from qosd.cli import main
+from qosd.errors import BadInput
+
+
+def _host_port(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise BadInput(f"--metrics: expected HOST:PORT, got {value!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+@main.command()
+@click.option("--policy", "policy_path", required=True, type=click.Path(dir_okay=False),
+              help="The policy file; SIGHUP re-reads it (an invalid file keeps the old one).")
+@click.option("--socket", "socket_path", default="/run/qosd/qosd.sock", show_default=True,
+              help="The local API's Unix socket.")
+@click.option("--metrics", default="127.0.0.1:9108", show_default=True,
+              help="Prometheus endpoint HOST:PORT, or 'off'.")
+@click.option("--clear-on-exit", is_flag=True,
+              help="On SIGTERM remove everything qosd installed (default: leave the static policy).")
+@click.option("--force", is_flag=True, help="Replace a root qdisc that qosd did not install.")
+@click.option("--no-reflector", is_flag=True, help="Do not answer other agents' probes.")
+@click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
+def run(policy_path: str, socket_path: str, metrics: str, clear_on_exit: bool, force: bool,
+        no_reflector: bool, verbose: int) -> None:
+    """The daemon: control loop at the policy's interval, local API, metrics.
+
+    Applies the policy's static tree, then every `control.interval` measures classes and
+    peers, lets the controller re-divide the link and applies the changes with
+    change-class only. SIGHUP reloads; SIGTERM exits, leaving the static tree in place.
+    """
+    from qosd.daemon.service import Daemon, DaemonConfig
+
+    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(verbose + 1, 2)]
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = DaemonConfig(policy_path=policy_path, socket_path=socket_path,
+                          metrics_addr=None if metrics == "off" else _host_port(metrics),
+                          clear_on_exit=clear_on_exit, force=force, reflector=not no_reflector)
+    sys.exit(asyncio.run(Daemon(config).run()))
+
+
+@main.command()
+@click.option("--seconds", type=float, default=None, help="Stop after this long (default: until killed).")
+def reflect(seconds: float | None) -> None:
+    """Answer qosd probes on UDP 29390, so a peer without the daemon can be measured."""
+    from qosd.measure.probe import Reflector
+
+    async def serve() -> None:
+        reflector = Reflector()
+        reflector.start()
+        try:
+            await asyncio.sleep(seconds if seconds is not None else float("inf"))
+        finally:
+            reflector.close()
+
+    try:
+        asyncio.run(serve())
+    except KeyboardInterrupt:
+        pass

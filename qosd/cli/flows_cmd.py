@@ -1,0 +1,99 @@
+"""`qosd flows` (the classified TCP flows of this host) and `qosd peers` (the daemon's probes).
+
+`qosd flows` works without a daemon: it enumerates the sockets itself and classifies them
+with the policy given, or the `balanced` preset. All of its data comes from `collect_flows`,
+the one place a daemon-backed source will plug in.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from qosd.cli import main
+
+DEFAULT_PRESET = "balanced"
+
+
+def collect_flows(policy_path: str | None, netns: str | None) -> list[Any]:
+    """Every classified flow, heaviest sender first (`FlowRecord`s)."""
+    from policies import load_policy, load_preset
+    from qosd.classify.local import local_flows
+
+    policy = load_policy(policy_path) if policy_path else load_preset(DEFAULT_PRESET)
+    records = local_flows(policy, netns=netns).records
+    return sorted(records, key=lambda r: -r.bytes_sent)
+
+
+def _rate(bps: float | None) -> str:
+    if not bps:
+        return "-"
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if bps >= scale:
+            return f"{bps / scale:.1f}{unit}"
+    return f"{bps:.0f}"
+
+
+def _endpoint(addr: Any, port: int) -> str:
+    return f"[{addr}]:{port}" if addr.version == 6 else f"{addr}:{port}"
+
+
+@main.command("flows")
+@click.option("--policy", "policy_path", default=None, type=click.Path(dir_okay=False),
+              help=f"Classify with this policy (default: the '{DEFAULT_PRESET}' preset).")
+@click.option("--class", "cls", default=None, help="Only flows in this class.")
+@click.option("--pid", default=None, type=int, help="Only flows owned by this pid.")
+@click.option("--netns", default=None, help="Look inside this network namespace.")
+@click.option("--json", "as_json", is_flag=True, help="Print the flows as a JSON list.")
+def flows(policy_path: str | None, cls: str | None, pid: int | None, netns: str | None,
+          as_json: bool) -> None:
+    """The host's TCP flows: owner, class (and why), RTT, delivery rate, retransmits."""
+    records = [r for r in collect_flows(policy_path, netns)
+               if (cls is None or r.cls == cls) and (pid is None or r.pid == pid)]
+    if as_json:
+        click.echo(json.dumps([r.to_json() for r in records], indent=2))
+        return
+    if not records:
+        click.echo("no matching TCP flows")
+        return
+    click.echo(f"{'LOCAL':<28}{'REMOTE':<28}{'DSCP':>5} {'CLASS':<10}{'VIA':<11}{'PID':>7} "
+               f"{'RTT':>8}{'RATE':>8}{'RETX':>6}  COMMAND")
+    for r in records:
+        rtt = f"{r.rtt_s * 1e3:.2f}ms" if r.rtt_s else "-"
+        command = (r.cmdline or "")[:40]
+        click.echo(f"{_endpoint(r.src, r.sport):<28}{_endpoint(r.dst, r.dport):<28}"
+                   f"{'-' if r.dscp is None else r.dscp:>5} {r.cls:<10}{r.via:<11}"
+                   f"{'-' if r.pid is None else r.pid:>7} {rtt:>8}{_rate(r.delivery_rate_bps):>8}"
+                   f"{r.total_retrans:>6}  {command}")
+
+
+@main.command("peers")
+@click.option("--json", "as_json", is_flag=True, help="Print the daemon's peer view as JSON.")
+@click.option("--socket", "socket_path", default=None, metavar="PATH",
+              help="API socket (default: $QOSD_SOCKET or /run/qosd/qosd.sock).")
+@click.option("--timeout", "timeout_s", default=2.0, show_default=True, type=float,
+              help="Seconds to wait for the daemon.")
+def peers(as_json: bool, socket_path: str | None, timeout_s: float) -> None:
+    """Each peer's RTT, base RTT, queueing delay and loss, as the daemon's probes see them."""
+    from qosd.api.client import ApiClient
+
+    with ApiClient(socket_path, timeout_s=timeout_s) as client:
+        result = client.call("grants").get("peers") or {}
+    if as_json:
+        click.echo(json.dumps(result, indent=2, sort_keys=True))
+        return
+    if not result:
+        click.echo("the daemon probes no peers (add `peers:` to the policy)")
+        return
+
+    def ms(value: float | None) -> str:
+        return "-" if value is None else f"{value * 1e3:.2f}ms"
+
+    click.echo(f"{'PEER':<16}{'ADDRESS':<26}{'RTT':>10}{'BASE RTT':>10}{'QUEUE':>10}{'LOSS':>7}")
+    for name, p in sorted(result.items()):
+        loss = p.get("loss")
+        click.echo(f"{name:<16}{p.get('address') or '-':<26}{ms(p.get('rtt_s')):>10}"
+                   f"{ms(p.get('base_rtt_s')):>10}{ms(p.get('queue_delay_s')):>10}"
+                   f"{'-' if loss is None else f'{loss * 100:.1f}%':>7}")

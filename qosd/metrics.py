@@ -1,0 +1,171 @@
+"""Prometheus exposition of the daemon's state (names, types and labels: DESIGN.md, Metrics).
+
+Rendering is separate from serving, as in client_python's own collectors: `QosdCollector`
+turns an immutable `MetricsSnapshot` into metric families on every scrape and can be tested
+with `generate_latest` alone; `serve_metrics` is the thin HTTP edge. The snapshot callable is
+invoked from the HTTP server's thread, so it must hand back data it will not mutate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
+                                    HistogramMetricFamily, Metric)
+from prometheus_client.registry import Collector
+
+from qosd.telemetry import CollectiveAggregate
+
+CLASS_LABELS = ("interface", "class")
+PEER_LABELS = ("peer", "class")
+DECISION_LABELS = ("class", "reason")
+COLLECTIVE_LABELS = ("job", "op")
+
+
+@dataclass(frozen=True)
+class ClassStats:
+    """One HTB class as read back from the kernel plus the controller's current grant."""
+
+    interface: str
+    class_name: str
+    transmit_bytes_total: int
+    drops_total: int
+    backlog_bytes: int
+    rate_bytes_per_second: float
+    ceil_bytes_per_second: float
+
+
+@dataclass(frozen=True)
+class PeerStats:
+    """Path measurements towards one peer for one class; unmeasured values are None."""
+
+    peer: str
+    class_name: str
+    rtt_s: float | None
+    delivery_rate_bytes_per_second: float | None
+    retransmits_total: int
+
+
+@dataclass(frozen=True)
+class DecisionCount:
+    class_name: str
+    reason: str
+    count: int
+
+
+@dataclass(frozen=True)
+class MetricsSnapshot:
+    classes: tuple[ClassStats, ...] = ()
+    peers: tuple[PeerStats, ...] = ()
+    decisions: tuple[DecisionCount, ...] = ()
+    collectives: tuple[CollectiveAggregate, ...] = field(default=())
+
+
+class QosdCollector(Collector):
+    """Renders whatever `snapshot` returns at scrape time; holds no state of its own."""
+
+    def __init__(self, snapshot: Callable[[], MetricsSnapshot]) -> None:
+        self._snapshot = snapshot
+
+    def describe(self) -> Iterator[Metric]:
+        """Declared so registering does not call `snapshot` (a live daemon read)."""
+        return iter(render(MetricsSnapshot()))
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(render(self._snapshot()))
+
+
+def render(snap: MetricsSnapshot) -> list[Metric]:
+    """The metric families for one snapshot; every family is present even when empty."""
+    return [*_class_families(snap), *_peer_families(snap), *_decision_families(snap),
+            *_collective_families(snap)]
+
+
+def _class_families(snap: MetricsSnapshot) -> list[Metric]:
+    tx = CounterMetricFamily("qosd_class_transmit_bytes_total",
+                             "Bytes sent by the class (tc class counters).", labels=CLASS_LABELS)
+    drops = CounterMetricFamily("qosd_class_drops_total", "Packets dropped in the class.",
+                                labels=CLASS_LABELS)
+    backlog = GaugeMetricFamily("qosd_class_backlog_bytes", "Bytes queued in the class now.",
+                                labels=CLASS_LABELS)
+    rate = GaugeMetricFamily("qosd_class_rate_bytes_per_second",
+                             "Rate granted to the class by the controller.", labels=CLASS_LABELS)
+    ceil = GaugeMetricFamily("qosd_class_ceil_bytes_per_second",
+                             "Ceiling the class may borrow up to.", labels=CLASS_LABELS)
+    for c in snap.classes:
+        labels = [c.interface, c.class_name]
+        tx.add_metric(labels, c.transmit_bytes_total)
+        drops.add_metric(labels, c.drops_total)
+        backlog.add_metric(labels, c.backlog_bytes)
+        rate.add_metric(labels, c.rate_bytes_per_second)
+        ceil.add_metric(labels, c.ceil_bytes_per_second)
+    return [tx, drops, backlog, rate, ceil]
+
+
+def _peer_families(snap: MetricsSnapshot) -> list[Metric]:
+    rtt = GaugeMetricFamily("qosd_peer_rtt_seconds", "Smoothed round-trip time to the peer.",
+                            labels=PEER_LABELS)
+    delivery = GaugeMetricFamily("qosd_peer_delivery_rate_bytes_per_second",
+                                 "Delivery rate towards the peer (TCP_INFO).", labels=PEER_LABELS)
+    retrans = CounterMetricFamily("qosd_peer_retransmits_total",
+                                  "TCP segments retransmitted towards the peer.",
+                                  labels=PEER_LABELS)
+    for p in snap.peers:
+        labels = [p.peer, p.class_name]
+        if p.rtt_s is not None:
+            rtt.add_metric(labels, p.rtt_s)
+        if p.delivery_rate_bytes_per_second is not None:
+            delivery.add_metric(labels, p.delivery_rate_bytes_per_second)
+        retrans.add_metric(labels, p.retransmits_total)
+    return [rtt, delivery, retrans]
+
+
+def _decision_families(snap: MetricsSnapshot) -> list[Metric]:
+    decisions = CounterMetricFamily("qosd_controller_decisions_total",
+                                    "Rate changes the controller made, by reason.",
+                                    labels=DECISION_LABELS)
+    for d in snap.decisions:
+        decisions.add_metric([d.class_name, d.reason], d.count)
+    return [decisions]
+
+
+def _collective_families(snap: MetricsSnapshot) -> list[Metric]:
+    duration = HistogramMetricFamily("qosd_collective_duration_seconds",
+                                     "Wall time of collective calls reported by jobs.",
+                                     labels=COLLECTIVE_LABELS)
+    size = CounterMetricFamily("qosd_collective_bytes_total",
+                               "Payload bytes of collective calls reported by jobs.",
+                               labels=COLLECTIVE_LABELS)
+    for agg in snap.collectives:
+        labels = [agg.job, agg.op]
+        buckets = [(_le(bound), n) for bound, n in agg.cumulative_buckets()]
+        duration.add_metric(labels, buckets, agg.duration_sum_s)
+        size.add_metric(labels, agg.bytes_total)
+    return [duration, size]
+
+
+def _le(bound: float) -> str:
+    return "+Inf" if bound == float("inf") else repr(float(bound))
+
+
+class MetricsServer:
+    """Handle on the HTTP thread serving /metrics; `port` is the bound one (useful with 0)."""
+
+    def __init__(self, host: str, port: int, collector: Collector) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry.register(collector)
+        self._httpd, self._thread = start_http_server(port, addr=host, registry=self.registry)
+        self.host = host
+        self.port: int = self._httpd.server_address[1]
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)
+
+
+def serve_metrics(host: str, port: int, collector: Collector) -> MetricsServer:
+    """Serve `collector` alone (a dedicated registry: no process/GC metrics of the global one)."""
+    return MetricsServer(host, port, collector)

@@ -1,0 +1,86 @@
+import json
+import os
+import tempfile
+
+import pytest
+from click.testing import CliRunner
+
+from qosd.api.testing import BackgroundApiServer
+from qosd.cli import main
+from qosd.cli.status_cmd import format_status
+
+STATUS = {
+    "interface": "veth-host", "policy": "/etc/qosd/office.yaml", "uptime_s": 3725.0,
+    "now_s": 1065.0,
+    "classes": {
+        "compute": {"rate_bps": 80_000_000, "ceil_bps": 95_000_000, "tx_rate_bps": 41_500_000.0,
+                    "drops_total": 0, "backlog_bytes": 0},
+        "disk": {"rate_bps": 15_000_000, "ceil_bps": 95_000_000, "tx_rate_bps": 14_900_000.0,
+                 "drops_total": 312, "backlog_bytes": 1_048_576},
+    },
+    "peers": {"gpu-b": {"address": "198.18.1.2", "rtt_s": 0.0251, "base_rtt_s": 0.0102,
+                        "queue_delay_s": 0.0149, "loss": 0.001}},
+    "decisions": [
+        {"t_s": 990.0, "class": None, "field": "link", "old_bps": 95_000_000,
+         "new_bps": 90_000_000, "reason": "upstream-bottleneck"},
+        {"t_s": 1000.0, "class": "disk", "field": "ceil", "old_bps": 95_000_000,
+         "new_bps": 30_000_000, "reason": "delay-over-target"}],
+}
+
+
+@pytest.fixture
+def sock_path():
+    with tempfile.TemporaryDirectory(prefix="qosd-") as d:
+        yield os.path.join(d, "qosd.sock")
+
+
+@pytest.fixture
+def daemon(sock_path):
+    with BackgroundApiServer(sock_path, {"status": lambda params: STATUS}):
+        yield sock_path
+
+
+def test_human_output_shows_classes_peers_and_decisions(daemon):
+    result = CliRunner().invoke(main, ["status", "--socket", daemon])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith("qosd on veth-host") and "up 1h02m" in lines[0]
+    disk = next(line for line in lines if line.startswith("disk "))
+    assert disk.split() == ["disk", "15.0mbit", "95.0mbit", "14.9mbit", "312", "1.0MB"]
+    peer = next(line for line in lines if line.startswith("gpu-b"))
+    assert peer.split() == ["gpu-b", "198.18.1.2", "25.1ms", "10.2ms", "14.9ms", "0.1%"]
+    assert lines[-2].split() == ["1m15s", "ago", "link", "rate", "95.0mbit", "->", "90.0mbit",
+                                 "(upstream-bottleneck)"]
+    assert lines[-1].split() == ["1m05s", "ago", "disk", "ceil", "95.0mbit", "->", "30.0mbit",
+                                 "(delay-over-target)"]
+
+
+def test_json_output_is_the_api_result(daemon):
+    result = CliRunner().invoke(main, ["status", "--json", "--socket", daemon])
+    assert result.exit_code == 0
+    assert json.loads(result.output) == STATUS
+
+
+def test_socket_from_environment(daemon):
+    result = CliRunner().invoke(main, ["status", "--json"], env={"QOSD_SOCKET": daemon})
+    assert result.exit_code == 0 and json.loads(result.output)["interface"] == "veth-host"
+
+
+def test_no_daemon_is_one_line_and_exit_1(sock_path):
+    result = CliRunner().invoke(main, ["status", "--socket", sock_path])
+    assert result.exit_code == 1
+    assert result.stderr == f"qosd: no daemon at {sock_path} (is `qosd run` running?)\n"
+    assert result.stdout == ""
+
+
+def test_format_tolerates_values_not_measured_yet():
+    text = format_status({"interface": "eth0", "classes": {"other": {"rate_bps": 1000}},
+                          "peers": {"p": {"rtt_s": None}}, "decisions": [{"class": "other"}]})
+    other = next(line for line in text.splitlines() if line.startswith("other"))
+    assert other.split() == ["other", "1.0kbit", "-", "-", "-", "-"]
+    peer = next(line for line in text.splitlines() if line.startswith("p "))
+    assert peer.split() == ["p"] + ["-"] * 5 and "up -" in text
+
+
+def test_format_with_no_classes_says_none():
+    assert "CLASS: none" in format_status({"interface": "eth0"})
