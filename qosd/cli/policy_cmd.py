@@ -42,11 +42,11 @@ def apply(file: str, dry_run: bool, as_json: bool, force: bool, netns: str | Non
     fails midway, the operations already done are rolled back.
     """
     from policies import load_policy
-    from qosd.shaper import Shaper
+    from qosd.shaper import open_reconciler
     from qosd.tc.plan import describe, ops_to_json
 
     pol = load_policy(file)
-    result = Shaper.open(netns=netns).apply(pol, dry_run=dry_run, force=force)
+    result = open_reconciler(netns).apply_policy(pol, dry_run=dry_run, force=force)
     if as_json:
         click.echo(json.dumps({"ops": ops_to_json(result.ops), "applied": not dry_run}, indent=2))
         return
@@ -62,9 +62,10 @@ def apply(file: str, dry_run: bool, as_json: bool, force: bool, netns: str | Non
 @click.option("--netns", default=None, help="Read inside this network namespace.")
 def show(iface: str | None, as_json: bool, netns: str | None) -> None:
     """What qosd manages now, read back from the kernel: classes, rates, bytes, drops."""
-    from qosd.shaper import Shaper
+    from qosd.shaper import open_reconciler
 
-    views = Shaper.open(netns=netns).show(iface)
+    rec = open_reconciler(netns)
+    views = [rec.show(name) for name in ([iface] if iface else rec.managed_interfaces())]
     if as_json:
         click.echo(json.dumps([v.to_json() for v in views], indent=2))
         return
@@ -80,9 +81,12 @@ def show(iface: str | None, as_json: bool, netns: str | None) -> None:
 @click.option("--netns", default=None, help="Act inside this network namespace.")
 def clear(iface: str | None, force: bool, netns: str | None) -> None:
     """Remove everything qosd installed (egress tree, IFB ingress, filters). Exit 0 if none."""
-    from qosd.shaper import Shaper
+    from qosd.shaper import open_reconciler
 
-    removed = Shaper.open(netns=netns).clear(iface, force=force)
+    rec = open_reconciler(netns)
+    removed = []
+    for name in [iface] if iface else rec.managed_interfaces():
+        removed += rec.clear(name, force=force)
     if not removed:
         click.echo("nothing of qosd's to remove")
     for line in removed:

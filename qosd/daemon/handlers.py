@@ -1,0 +1,85 @@
+"""The local API's methods (docs/API.md), answered from the running daemon's state."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from policies import PolicyError, parse_policy
+from qosd.api.errors import POLICY_INVALID, ApiError, BAD_REQUEST
+from qosd.api.telemetry_methods import telemetry_handlers
+
+if TYPE_CHECKING:
+    from qosd.daemon.service import Daemon
+
+
+class Handlers:
+    def __init__(self, daemon: "Daemon") -> None:
+        self.daemon = daemon
+        self.registered: dict[int, str] = {}
+
+    def table(self) -> dict[str, Any]:
+        return {"status": self.status, "grants": self.grants, "register": self.register,
+                "unregister": self.unregister, "apply_policy": self.apply_policy,
+                **telemetry_handlers(self.daemon.telemetry)}
+
+    def _classes(self) -> dict[str, dict[str, Any]]:
+        loop = self.daemon.loop_
+        assert loop is not None
+        out = {}
+        for name, (rate_bps, ceil_bps) in _grants(loop).items():
+            view = loop.views.get(name)
+            out[name] = {"rate_bps": rate_bps, "ceil_bps": ceil_bps,
+                         "tx_rate_bps": view.tx_rate_bps if view else 0.0,
+                         "backlog_bytes": view.backlog_bytes if view else 0,
+                         "drops_total": view.drops_total if view else 0}
+        return out
+
+    def _peers(self) -> dict[str, dict[str, Any]]:
+        return {name: s.to_json() for name, s in self.daemon._peer_stats().items()}
+
+    def status(self, _params: dict) -> dict:
+        d, loop = self.daemon, self.daemon.loop_
+        assert loop is not None
+        return {"interface": d.policy.interface, "policy": d.config.policy_path,
+                "now_s": loop.clock.monotonic(), "uptime_s": time.monotonic() - d.started_s, "ticks": loop.ticks,
+                "link": {"egress_bps": _link_bps(loop), "policy_egress_bps": d.policy.link.egress_bps},
+                "classes": self._classes(), "peers": self._peers(),
+                "registered": {str(pid): cls for pid, cls in self.registered.items()},
+                "decisions": loop.recent_decisions(100)}
+
+    def grants(self, _params: dict) -> dict:
+        loop = self.daemon.loop_
+        assert loop is not None
+        return {"classes": {n: {"rate_bps": c["rate_bps"], "ceil_bps": c["ceil_bps"]}
+                            for n, c in self._classes().items()},
+                "peers": self._peers(), "link": {"egress_bps": _link_bps(loop)}}
+
+    def register(self, params: dict) -> dict:
+        names = {c.name for c in self.daemon.policy.classes}
+        if params["class"] not in names:
+            raise ApiError(BAD_REQUEST, f"params.class: unknown class {params['class']!r} "
+                                        f"(known: {', '.join(sorted(names))})")
+        self.registered[params["pid"]] = params["class"]
+        return {"ok": True}
+
+    def unregister(self, params: dict) -> dict:
+        self.registered.pop(params["pid"], None)
+        return {"ok": True}
+
+    def apply_policy(self, params: dict) -> dict:
+        try:
+            policy = parse_policy(params["yaml"], source="<api>")
+        except PolicyError as exc:
+            raise ApiError(POLICY_INVALID, str(exc)) from None
+        return {"ops": self.daemon.install(policy)}
+
+
+def _grants(loop) -> dict[str, tuple[int, int]]:
+    from qosd.control.controller import grants
+    return {name: (g.rate_bps, g.ceil_bps) for name, g in grants(loop.state).items()}
+
+
+def _link_bps(loop) -> int:
+    from qosd.control.controller import link_rate_bps
+    return link_rate_bps(loop.state)

@@ -1,0 +1,180 @@
+"""One control tick: measure -> decide -> reconcile the live tree, change-class only.
+
+The reconciler plans against the tree it last applied instead of reading the kernel back
+every tick: the diff of two in-memory trees is microseconds, a full netlink dump is
+milliseconds. A tick that fails to apply (rolled back by the reconciler) marks that cache
+stale, and the next tick re-reads the kernel before planning.
+Everything here is synchronous and takes its adapters as arguments, so the whole tick runs in
+unit tests against `FakeKernel` and a fake clock.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Callable, Mapping, Protocol
+
+from policies.model import Policy
+from qosd.control.controller import ControllerState, grants, initial_state, link_rate_bps, step
+from qosd.control.decision import Decision
+from qosd.control.signals import ClassSample, PathSample, Tick
+from qosd.errors import QosdError
+from qosd.measure.peerstats import PeerStats
+from qosd.measure.rates import CounterRates
+from qosd.tc.build import with_link_rate, with_rates
+from qosd.tc.executor import ApplyResult
+from qosd.tc.kernel import ClassStats
+from qosd.tc.tree import ROOT_CLASSID, Op, TcTree
+
+log = logging.getLogger(__name__)
+
+LINK_LABEL = "_link"   # the `class` label of link-rate decisions: never empty in Prometheus
+
+
+class Clock(Protocol):
+    def monotonic(self) -> float: ...
+    def wallclock(self) -> datetime: ...
+
+
+class SystemClock:
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def wallclock(self) -> datetime:
+        return datetime.now()
+
+
+class StatsReader(Protocol):
+    def class_stats(self, ifname: str) -> Mapping[int, ClassStats]: ...
+
+
+class Reconcile(Protocol):
+    """`Reconciler.reconcile`: plan against the last applied tree (or the kernel's), apply
+    with rollback, and return the ops."""
+
+    def __call__(self, desired: TcTree, *, reread: bool) -> ApplyResult: ...
+
+
+@dataclass(frozen=True)
+class ClassView:
+    """What the daemon knows of one class now, for `status`, `grants` and metrics."""
+
+    name: str
+    rate_bps: int
+    ceil_bps: int
+    tx_rate_bps: float
+    backlog_bytes: int
+    drops_total: int
+    bytes_total: int
+
+
+@dataclass(frozen=True)
+class TickReport:
+    now_s: float
+    duration_s: float
+    decisions: tuple[Decision, ...]
+    ops: tuple[Op, ...]
+
+
+def worst_path(peers: Mapping[str, PeerStats]) -> PathSample:
+    """The path the controller protects is the worst one: compute waits for its slowest peer."""
+    measured = [p for p in peers.values() if p.queue_delay_s is not None]
+    if not measured:
+        return PathSample(queue_delay_s=None)
+    worst = max(measured, key=lambda p: p.queue_delay_s or 0.0)
+    return PathSample(queue_delay_s=worst.queue_delay_s, base_rtt_s=worst.base_rtt_s,
+                      rtt_s=worst.rtt_s, loss=worst.loss)
+
+
+@dataclass
+class ControlLoop:
+    policy: Policy
+    tree: TcTree                                     # the static tree as applied at start
+    kernel: StatsReader
+    reconcile: Reconcile
+    peers: Callable[[], Mapping[str, PeerStats]]
+    clock: Clock = field(default_factory=SystemClock)
+    state: ControllerState | None = None
+    views: dict[str, ClassView] = field(default_factory=dict)
+    decisions: deque = field(default_factory=lambda: deque(maxlen=512))
+    decision_counts: Counter = field(default_factory=Counter)
+    ticks: int = 0
+    _rates: CounterRates = field(default_factory=CounterRates)
+    _stale: bool = False
+
+    def __post_init__(self) -> None:
+        if self.state is None:
+            self.state = initial_state(self.policy, self.clock.wallclock())
+
+    @property
+    def ifname(self) -> str:
+        return self.tree.egress.ifname
+
+    def _names(self) -> dict[int, str]:
+        return {cid: c.name for cid, c in self.tree.egress.classes.items() if c.name}
+
+    def _sample(self, now_s: float) -> tuple[dict[str, ClassSample], float]:
+        stats = self.kernel.class_stats(self.ifname)
+        names = self._names()
+        counters = {cid: s.bytes_total for cid, s in stats.items()}
+        rates = self._rates.update(now_s, counters)
+        current = grants(self.state)  # type: ignore[arg-type]
+        samples: dict[str, ClassSample] = {}
+        views: dict[str, ClassView] = {}
+        for cid, name in names.items():
+            st = stats.get(cid)
+            if st is None:
+                continue
+            tx_bps = rates.get(cid, 0.0) * 8
+            granted = current.get(name)
+            rate_bps = granted.rate_bps if granted else 0
+            samples[name] = ClassSample.measure(name, tx_bps, st.backlog_bytes, st.drops_total, rate_bps)
+            views[name] = ClassView(name, rate_bps, granted.ceil_bps if granted else 0, tx_bps,
+                                    st.backlog_bytes, st.drops_total, st.bytes_total)
+        self.views = views
+        return samples, rates.get(ROOT_CLASSID, 0.0) * 8
+
+    def tick(self) -> TickReport:
+        start = time.perf_counter()
+        now_s = self.clock.monotonic()
+        samples, link_tx_bps = self._sample(now_s)
+        tick = Tick(now_s=now_s, wallclock=self.clock.wallclock(), classes=samples,
+                    path=worst_path(self.peers()), link_tx_rate_bps=link_tx_bps)
+        self.state, decisions = step(self.policy, self.state, tick)  # type: ignore[arg-type]
+        for d in decisions:
+            self.decisions.append(d)
+            self.decision_counts[(d.cls or LINK_LABEL, d.reason)] += 1
+        egress = with_link_rate(with_rates(self.tree.egress, grants(self.state)),
+                                link_rate_bps(self.state))
+        ops: tuple[Op, ...] = ()
+        try:
+            ops = self.reconcile(replace(self.tree, egress=egress), reread=self._stale).ops
+            self._stale = False
+        except QosdError as exc:
+            log.warning("tick %d: apply failed, will resync from the kernel: %s", self.ticks, exc)
+            self._stale = True
+        self.ticks += 1
+        return TickReport(now_s, time.perf_counter() - start, tuple(decisions), ops)
+
+    def mark_stale(self) -> None:
+        """Someone else changed the tree (the watchdog): re-read the kernel next tick."""
+        self._stale = True
+
+    def reload(self, policy: Policy, tree: TcTree) -> None:
+        """A new policy: its static tree is already applied; the controller starts over."""
+        self.policy = policy
+        self.tree = tree
+        self.state = initial_state(policy, self.clock.wallclock())
+        self._rates = CounterRates()
+        self.views = {}
+
+    def recent_decisions(self, limit: int = 50) -> list[dict]:
+        return [decision_json(d) for d in list(self.decisions)[-limit:]]
+
+
+def decision_json(d: Decision) -> dict:
+    return {"t_s": d.t_s, "class": d.cls, "field": d.field, "old_bps": d.old_bps,
+            "new_bps": d.new_bps, "reason": d.reason}

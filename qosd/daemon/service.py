@@ -1,0 +1,201 @@
+"""`qosd run`: the control loop, the local API, the metrics endpoint and the signals.
+
+Everything shares one asyncio loop; the only thread is the watchdog, which must keep working
+when that loop is stuck (a hung netlink call, a runaway handler): after `stall_s` without a
+completed tick it puts the static policy back, so a stuck controller can never leave a
+throttled tree behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass
+
+from policies import PolicyError, load_policy
+from policies.model import Policy
+from qosd.api.server import ApiServer
+from qosd.daemon.handlers import Handlers
+from qosd.daemon.loop import ControlLoop
+from qosd.daemon.snapshot import metrics_snapshot
+from qosd.tc.build import class_minors
+from qosd.metrics import QosdCollector, serve_metrics
+from qosd.measure.probe import Prober, Reflector
+from qosd.shaper import open_reconciler
+from qosd.tc.executor import Reconciler
+from qosd.tc.tree import TcTree
+from qosd.telemetry import TelemetryStore
+
+log = logging.getLogger("qosd")
+
+DEFAULT_SOCKET = "/run/qosd/qosd.sock"
+DEFAULT_METRICS = ("127.0.0.1", 9108)
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    policy_path: str
+    socket_path: str = DEFAULT_SOCKET
+    metrics_addr: tuple[str, int] | None = DEFAULT_METRICS
+    clear_on_exit: bool = False
+    force: bool = False
+    reflector: bool = True
+    probe_rate_hz: float = 10.0
+    stall_s: float = 2.0
+
+
+class Watchdog(threading.Thread):
+    """Restores the static tree if no tick completes for `stall_s` seconds."""
+
+    def __init__(self, stall_s: float, fallback) -> None:
+        super().__init__(name="qosd-watchdog", daemon=True)
+        self.stall_s = stall_s
+        self.fallback = fallback
+        self.last_tick_s = time.monotonic()
+        self.tripped = 0
+        self._stop = threading.Event()
+
+    def kick(self) -> None:
+        self.last_tick_s = time.monotonic()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> None:
+        while not self._stop.wait(self.stall_s / 4):
+            if time.monotonic() - self.last_tick_s > self.stall_s:
+                log.error("control loop stalled for %.1f s: falling back to the static policy",
+                          time.monotonic() - self.last_tick_s)
+                try:
+                    self.fallback()
+                    self.tripped += 1
+                except Exception as exc:  # noqa: BLE001 - the watchdog must survive anything
+                    log.error("watchdog fallback failed: %s", exc)
+                self.last_tick_s = time.monotonic()
+
+
+class Daemon:
+    def __init__(self, config: DaemonConfig, shaper: Reconciler | None = None) -> None:
+        self.config = config
+        self.shaper = shaper or open_reconciler()
+        self.policy: Policy = load_policy(config.policy_path)
+        self.telemetry = TelemetryStore()
+        self.started_s = time.monotonic()
+        self.stop_event: asyncio.Event | None = None
+        self.loop_: ControlLoop | None = None
+        self.prober: Prober | None = None
+        self._prober_stop = asyncio.Event()
+
+    # -- policy ----------------------------------------------------------------------
+    def _apply_static(self, policy: Policy) -> tuple[TcTree, int]:
+        tree = self.shaper.desired_tree(policy)
+        result = self.shaper.reconcile(tree, force=self.config.force)
+        self.shaper.minors.save(policy.interface, class_minors(tree.egress))
+        return tree, len(result.ops)
+
+    def install(self, policy: Policy) -> int:
+        """Apply `policy`'s static tree and restart the controller on it; returns op count."""
+        tree, n_ops = self._apply_static(policy)
+        self.policy = policy
+        if self.loop_ is None:
+            self.loop_ = ControlLoop(policy=policy, tree=tree, kernel=self.shaper.kernel,
+                                     reconcile=self.shaper.reconcile, peers=self._peer_stats)
+        else:
+            self.loop_.reload(policy, tree)
+        self._restart_prober()
+        return n_ops
+
+    def reload_from_file(self) -> None:
+        try:
+            policy = load_policy(self.config.policy_path)
+        except PolicyError as exc:
+            log.error("SIGHUP: keeping the running policy; %s is invalid:\n%s",
+                      self.config.policy_path, exc)
+            return
+        ops = self.install(policy)
+        log.info("SIGHUP: reloaded %s (%d ops)", self.config.policy_path, ops)
+
+    # -- peers -----------------------------------------------------------------------
+    def _restart_prober(self) -> None:
+        if self.prober is not None:
+            self._prober_stop.set()
+            self.prober.close()
+            self.prober = None
+        if self.policy.peers and self.stop_event is not None:
+            self.prober = Prober(self.policy.peers, rate_hz=self.config.probe_rate_hz)
+            self._prober_stop = asyncio.Event()
+            asyncio.get_running_loop().create_task(self.prober.run(stop=self._prober_stop))
+
+    def _peer_stats(self):
+        return self.prober.stats() if self.prober is not None else {}
+
+    # -- lifecycle -------------------------------------------------------------------
+    async def run(self) -> int:
+        self.stop_event = asyncio.Event()
+        aio = asyncio.get_running_loop()
+        self.install(self.policy)
+        assert self.loop_ is not None
+        reflector = Reflector() if self.config.reflector else None
+        if reflector is not None:
+            reflector.start()
+        api = ApiServer(self.config.socket_path, Handlers(self).table())
+        await api.start()
+        metrics = None
+        if self.config.metrics_addr is not None:
+            host, port = self.config.metrics_addr
+            metrics = serve_metrics(host, port, QosdCollector(lambda: metrics_snapshot(self)))
+        aio.add_signal_handler(signal.SIGHUP, self.reload_from_file)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            aio.add_signal_handler(sig, self.stop_event.set)
+        watchdog = Watchdog(max(self.config.stall_s, 10 * self.policy.control.interval_s),
+                            self._fallback_to_static)
+        watchdog.start()
+        log.info("qosd running on %s with %s (pid %d)", self.policy.interface,
+                 self.config.policy_path, os.getpid())
+        try:
+            await self._control(watchdog)
+        finally:
+            watchdog.stop()
+            await api.close()
+            if metrics is not None:
+                metrics.close()
+            if reflector is not None:
+                reflector.close()
+            if self.prober is not None:
+                self._prober_stop.set()
+                self.prober.close()
+            self._leave()
+        return 0
+
+    async def _control(self, watchdog: Watchdog) -> None:
+        assert self.stop_event is not None and self.loop_ is not None
+        next_s = time.monotonic()
+        while not self.stop_event.is_set():
+            try:
+                self.loop_.tick()
+            except Exception:  # noqa: BLE001 - one bad tick must not kill the daemon
+                log.exception("control tick failed")
+            watchdog.kick()
+            interval = self.policy.control.interval_s
+            next_s = max(next_s + interval, time.monotonic())
+            try:
+                await asyncio.wait_for(self.stop_event.wait(), timeout=next_s - time.monotonic())
+            except asyncio.TimeoutError:
+                pass
+
+    def _fallback_to_static(self) -> None:
+        open_reconciler().apply_policy(self.policy, force=self.config.force)
+        if self.loop_ is not None:
+            self.loop_.mark_stale()
+
+    def _leave(self) -> None:
+        if self.config.clear_on_exit:
+            removed = self.shaper.clear(self.policy.interface)
+            log.info("exit: cleared %d object(s)", len(removed))
+        else:
+            self._apply_static(self.policy)
+            log.info("exit: static policy left in place")
