@@ -1,0 +1,125 @@
+"""The daemon's tick end to end on a fake kernel: counters in, change-class ops out."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+
+from policies import parse_policy
+from qosd.daemon.loop import ControlLoop, worst_path
+from qosd.measure.peerstats import PeerStats
+from qosd.tc.executor import Reconciler
+from qosd.tc.fake_kernel import FakeKernel
+from qosd.tc.kernel import ClassStats
+from qosd.tc.state import MinorsStore
+
+POLICY = """\
+version: 1
+interface: eth0
+link: {egress: 100mbit}
+classes:
+  compute: {priority: 0, guarantee: 40%, ceil: 100%, match: [{dst: 198.18.1.0/24}]}
+  disk: {priority: 2, guarantee: 10%, ceil: 100%, scavenger: true, match: [{dport: 5201}]}
+  other: {priority: 1, guarantee: 10%, default: true}
+control: {interval: 100ms, target_delay: 5ms}
+"""
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t_s = 1000.0
+
+    def monotonic(self) -> float:
+        return self.t_s
+
+    def wallclock(self) -> datetime:
+        return datetime(2026, 11, 23, 12, 0)
+
+
+def _peer(delay_s: float | None) -> dict[str, PeerStats]:
+    return {"p": PeerStats("p", "198.18.1.2", rtt_s=None if delay_s is None else 0.001 + delay_s,
+                           last_rtt_s=None, base_rtt_s=0.001, queue_delay_s=delay_s, jitter_s=0.0,
+                           loss=0.0, sent=10, received=10)}
+
+
+class Harness:
+    def __init__(self, tmp_path) -> None:
+        self.policy = parse_policy(POLICY)
+        self.kernel = FakeKernel(["eth0"])
+        self.rec = Reconciler(self.kernel, MinorsStore(tmp_path))
+        self.tree = self.rec.desired_tree(self.policy)
+        self.rec.reconcile(self.tree)
+        self.clock = FakeClock()
+        self.delay_s: float | None = 0.0
+        self.bytes = {name: 0 for name in ("compute", "disk", "other")}
+        self.loop = ControlLoop(policy=self.policy, tree=self.tree, kernel=self.kernel,
+                                reconcile=self.rec.reconcile, peers=lambda: _peer(self.delay_s),
+                                clock=self.clock)
+        self.cid = {c.name: cid for cid, c in self.tree.egress.classes.items() if c.name}
+
+    def run(self, ticks: int, rates_bps: dict[str, float]):
+        reports = []
+        for _ in range(ticks):
+            self.clock.t_s += 0.1
+            for name, bps in rates_bps.items():
+                self.bytes[name] += int(bps / 8 * 0.1)
+            total = sum(self.bytes.values())
+            for name, cid in self.cid.items():
+                self.kernel.stats[("eth0", cid)] = ClassStats(self.bytes[name], 0, 0, 0, 0, 0)
+            self.kernel.stats[("eth0", 0x905D0001)] = ClassStats(total, 0, 0, 0, 0, 0)
+            reports.append(self.loop.tick())
+        return reports
+
+    def kernel_class(self, name: str):
+        return self.kernel.snapshot("eth0").egress.classes[self.cid[name]]
+
+
+def test_busy_compute_gets_more_rate_through_change_class_only(tmp_path):
+    h = Harness(tmp_path)
+    start = h.kernel_class("compute").rate_bps
+    reports = h.run(20, {"compute": 45e6, "disk": 50e6})
+    ops = [op for r in reports for op in r.ops]
+    assert ops, "the controller changed something"
+    assert {op.kind for op in ops} == {"change-class"}
+    assert h.kernel_class("compute").rate_bps > start
+    assert any(d.reason == "compute-demand" for r in reports for d in r.decisions)
+
+
+def test_delay_over_target_cuts_the_scavenger_ceil(tmp_path):
+    h = Harness(tmp_path)
+    h.run(5, {"compute": 30e6, "disk": 60e6})
+    before = h.kernel_class("disk").ceil_bps
+    h.delay_s = 0.030
+    reports = h.run(5, {"compute": 30e6, "disk": 60e6})
+    assert h.kernel_class("disk").ceil_bps < before
+    first = next(d for r in reports for d in r.decisions if d.cls == "disk" and d.field == "ceil")
+    assert first.reason == "delay-over-target"
+    assert h.kernel_class("disk").ceil_bps >= 10_000_000, "never below the guarantee"
+
+
+def test_a_failed_apply_is_rolled_back_and_resynced_next_tick(tmp_path):
+    h = Harness(tmp_path)
+    h.kernel.fail_at(1)
+    h.delay_s = 0.030
+    failed = h.run(1, {"compute": 30e6, "disk": 60e6})[0]
+    assert failed.ops == ()
+    recovered = h.run(3, {"compute": 30e6, "disk": 60e6})
+    assert any(r.ops for r in recovered)
+    assert h.loop.decision_counts
+
+
+def test_idle_ticks_change_nothing(tmp_path):
+    h = Harness(tmp_path)
+    h.run(3, {})
+    journal = len(h.kernel.journal)
+    h.run(10, {})
+    assert len(h.kernel.journal) == journal
+
+
+@pytest.mark.parametrize("delays, expected", [((None, None), None), ((0.002, 0.009), 0.009)])
+def test_worst_path_is_the_slowest_measured_peer(delays, expected):
+    peers = {}
+    for i, d in enumerate(delays):
+        peers.update({f"p{i}": _peer(d)["p"]})
+    assert worst_path(peers).queue_delay_s == expected
