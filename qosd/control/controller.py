@@ -1,0 +1,141 @@
+"""One control step: state + measurements -> next state + the decisions that got there.
+
+Pure, with no side effects: no clock, no I/O, no globals. The daemon owns the loop, calls
+`step` once per `policy.control.interval_s`, and applies `grants`/`link_rate_bps` with
+`qosd.tc.build.with_rates`/`with_link_rate` (a no-op tick changes nothing in the kernel).
+
+Order within a tick: schedules set the limits, each class updates its target, autorate
+sets the link, `allocate` fits targets into the link, and every applied number that moved
+becomes a `Decision`. A number moved by something other than its own class's rule (say a
+rate scaled down by a link cut) is attributed to the cause: the class's limits changing
+(schedule/policy), else the link, else the highest-priority class that changed its target.
+Cost is O(classes) per tick.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Mapping
+
+from policies.model import Policy
+from qosd.control.allocate import Grant, allocate
+from qosd.control.autorate import AutorateState, update_link
+from qosd.control.classes import ClassState, TickContext, fresh, update_compute, update_scavenger
+from qosd.control.decision import Decision, Field, Reason
+from qosd.control.delay import delay_view
+from qosd.control.schedule import ClassLimits, active_overrides, base_limits, effective_limits
+from qosd.control.signals import Tick
+from qosd.control.tuning import DEFAULT_TUNING, Tuning
+
+
+@dataclass(frozen=True)
+class ControllerState:
+    policy_link_bps: int                     # the configured link: autorate never exceeds it
+    autorate: AutorateState
+    classes: tuple[ClassState, ...]
+    limits: Mapping[str, ClassLimits]        # schedule-effective limits last applied
+    base_limits: Mapping[str, ClassLimits]   # limits with no schedule, to tell a reload apart
+    last_delay_s: float | None = None
+    last_now_s: float | None = None
+
+
+def initial_state(policy: Policy, wallclock: datetime, link_bps: int | None = None,
+                  tuning: Tuning = DEFAULT_TUNING) -> ControllerState:
+    """The static policy as the controller's starting point. `link_bps` selects the tree
+    (egress by default; pass the ingress rate for the IFB tree's own controller)."""
+    policy_link_bps = link_bps if link_bps is not None else policy.link.egress_bps
+    limits = effective_limits(policy, wallclock, policy_link_bps)
+    classes = [fresh(c, limits[c.name]) for c in policy.classes]
+    targets = {c.name: c.target_bps for c in classes}
+    alloc = allocate(policy_link_bps, limits, policy.classes, targets)
+    return ControllerState(
+        policy_link_bps=policy_link_bps,
+        autorate=AutorateState(link_bps=policy_link_bps, hold_s=tuning.probe_hold_s),
+        classes=tuple(replace(c, rate_bps=alloc[c.name].rate_bps, ceil_bps=alloc[c.name].ceil_bps)
+                      for c in classes),
+        limits=limits,
+        base_limits=base_limits(policy, policy_link_bps))
+
+
+def step(policy: Policy, state: ControllerState, tick: Tick,
+         tuning: Tuning = DEFAULT_TUNING) -> tuple[ControllerState, list[Decision]]:
+    link_policy_bps, control, now = state.policy_link_bps, policy.control, tick.now_s
+    base = base_limits(policy, link_policy_bps)
+    limits = (effective_limits(policy, tick.wallclock, link_policy_bps)
+              if active_overrides(policy, tick.wallclock) else base)
+    limits_cause: Reason = "policy" if base != state.base_limits else "schedule"
+    dt_s = now - state.last_now_s if state.last_now_s is not None else control.interval_s
+    delay_s = tick.path.delay_s
+    view = delay_view(delay_s, state.last_delay_s, dt_s, control.target_delay_s, tuning)
+    ctx = TickContext(now, state.autorate.link_bps, link_policy_bps, view,
+                      max(control.interval_s, tick.path.rtt_s or 0.0), tuning)
+
+    prior = {c.name: c for c in state.classes}
+    updated: dict[str, ClassState] = {}
+    own: dict[str, Reason | None] = {}
+    limit_reasons: dict[str, Reason | None] = {}
+    for cls in policy.classes:
+        lim, prev_lim = limits[cls.name], state.limits.get(cls.name)
+        limit_reasons[cls.name] = limits_cause if lim != prev_lim else None
+        rule = update_scavenger if cls.scavenger else update_compute
+        updated[cls.name], own[cls.name] = rule(
+            prior.get(cls.name) or fresh(cls, lim), tick.classes.get(cls.name), lim, prev_lim,
+            ctx, limit_reasons[cls.name])
+
+    min_change_bps = tuning.min_change_frac * link_policy_bps
+    spent = all(updated[c.name].target_bps <= limits[c.name].guarantee_bps + min_change_bps
+                for c in policy.classes if c.scavenger)
+    autorate, link_reason = update_link(state.autorate, view, tick, link_policy_bps,
+                                        control.interval_s, tuning, spent)
+    alloc = allocate(autorate.link_bps, limits, policy.classes,
+                     {name: cs.target_bps for name, cs in updated.items()})
+
+    decisions = _decisions(policy, now, state, autorate, link_reason, limits_cause, own,
+                           limit_reasons, prior, alloc)
+    for cls in policy.classes:
+        cs, grant = updated[cls.name], alloc[cls.name]
+        if (cs.rate_bps, cs.ceil_bps) != grant:
+            updated[cls.name] = replace(cs, rate_bps=grant.rate_bps, ceil_bps=grant.ceil_bps)
+
+    next_state = ControllerState(
+        policy_link_bps=link_policy_bps, autorate=autorate,
+        classes=tuple(updated[c.name] for c in policy.classes), limits=limits, base_limits=base,
+        last_delay_s=delay_s, last_now_s=now)
+    return next_state, decisions
+
+
+def _decisions(policy: Policy, now: float, state: ControllerState, autorate: AutorateState,
+               link_reason: Reason | None, limits_cause: Reason,
+               own: Mapping[str, Reason | None], limit_reasons: Mapping[str, Reason | None],
+               prior: Mapping[str, ClassState], alloc: Mapping[str, Grant]) -> list[Decision]:
+    """Every applied number that moved, attributed as the module docstring says.
+    `link_reason` is set exactly when autorate moved the link this tick."""
+    decisions: list[Decision] = []
+    if autorate.link_bps != state.autorate.link_bps:
+        decisions.append(Decision(now, None, "link", state.autorate.link_bps, autorate.link_bps,
+                                  link_reason or limits_cause))
+    by_priority = sorted(policy.classes, key=lambda c: c.priority)
+    driver = next((own[c.name] for c in by_priority if own[c.name] is not None), None)
+    for cls in policy.classes:
+        old, grant = prior.get(cls.name), alloc[cls.name]
+        cause = limit_reasons[cls.name] or link_reason or driver or limits_cause
+        adaptive: Field = "ceil" if cls.scavenger else "rate"
+        fields: tuple[tuple[Field, int, int], ...] = (
+            ("rate", old.rate_bps if old else 0, grant.rate_bps),
+            ("ceil", old.ceil_bps if old else 0, grant.ceil_bps))
+        for field, old_bps, new_bps in fields:
+            if new_bps != old_bps:
+                mine = own[cls.name] if field == adaptive else None
+                decisions.append(Decision(now, cls.name, field, old_bps, new_bps, mine or cause))
+    return decisions
+
+
+def grants(state: ControllerState) -> dict[str, Grant]:
+    """Per class (rate_bps, ceil_bps), ready for `qosd.tc.build.with_rates`."""
+    return {c.name: Grant(c.rate_bps, c.ceil_bps) for c in state.classes}
+
+
+def link_rate_bps(state: ControllerState) -> int:
+    """The shaped link rate, for `qosd.tc.build.with_link_rate`."""
+    return state.autorate.link_bps

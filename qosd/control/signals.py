@@ -1,0 +1,75 @@
+"""What the controller is told each tick: per-class aggregates and one path summary.
+
+The daemon reduces a thousand flows to these few numbers before calling the controller,
+which is why a tick costs O(classes) and not O(flows).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Mapping
+
+
+def is_busy(tx_rate_bps: float, backlog_bytes: int, reference_bps: float,
+            busy_frac: float = 0.8) -> bool:
+    """A class is busy when it queues locally or uses most of the rate it was given.
+
+    Either means its demand may exceed what it gets, so its grant must not shrink.
+    """
+    return backlog_bytes > 0 or (reference_bps > 0 and tx_rate_bps >= busy_frac * reference_bps)
+
+
+@dataclass(frozen=True)
+class ClassSample:
+    name: str
+    tx_rate_bps: float
+    backlog_bytes: int
+    drops_total: int
+    busy: bool
+
+    @classmethod
+    def measure(cls, name: str, tx_rate_bps: float, backlog_bytes: int, drops_total: int,
+                granted_rate_bps: float, busy_frac: float = 0.8) -> ClassSample:
+        busy = is_busy(tx_rate_bps, backlog_bytes, granted_rate_bps, busy_frac)
+        return cls(name, tx_rate_bps, backlog_bytes, drops_total, busy)
+
+
+@dataclass(frozen=True)
+class PathSample:
+    """The worst path to the compute peers over the last interval.
+
+    `queue_delay_s` is the standing queue (RTT above the path's base RTT) *beyond the host's
+    shaper*: the probes must not wait behind the host's own class queues, or autorate would
+    read local queueing as an upstream bottleneck and cut the link toward its floor. It
+    should be a robust per-tick statistic (e.g. the median of the tick's probes), and the
+    policy's target delay must sit above its jitter; the controller itself only ignores a
+    lone sample over target. None means no measurement this tick: the controller treats
+    the path as clear and drifts back to the static policy rather than holding a cut on
+    stale evidence.
+    """
+
+    queue_delay_s: float | None
+    base_rtt_s: float | None = None
+    rtt_s: float | None = None
+    loss: float = 0.0
+
+    @property
+    def delay_s(self) -> float | None:
+        if self.queue_delay_s is not None:
+            return max(0.0, self.queue_delay_s)
+        if self.rtt_s is not None and self.base_rtt_s is not None:
+            return max(0.0, self.rtt_s - self.base_rtt_s)
+        return None
+
+
+@dataclass(frozen=True)
+class Tick:
+    """One control interval's measurements. `now_s` is monotonic; `wallclock` is local time
+    and only drives schedules."""
+
+    now_s: float
+    wallclock: datetime
+    classes: Mapping[str, ClassSample]
+    path: PathSample
+    link_tx_rate_bps: float

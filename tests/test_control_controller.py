@@ -1,0 +1,180 @@
+"""The controller one tick at a time, on hand-written samples."""
+
+from dataclasses import replace
+from datetime import datetime
+
+import pytest
+
+from policies.model import Control, Link, Policy, RateSpec, TrafficClass
+from qosd.control import (REASONS, ClassSample, PathSample, Tick, grants, initial_state,
+                          link_rate_bps, step)
+from qosd.control.tuning import DEFAULT_TUNING as TUNING
+
+MBIT = 1_000_000
+NOON = datetime(2024, 1, 3, 12, 0)
+TARGET_S = 0.005
+
+
+def pct(value: float) -> RateSpec:
+    return RateSpec(percent=value)
+
+
+POLICY = Policy(
+    version=1, interface="eth0", link=Link(egress_bps=100 * MBIT),
+    classes=(TrafficClass("compute", 0, pct(60), pct(100)),
+             TrafficClass("disk", 2, pct(10), pct(100), scavenger=True),
+             TrafficClass("other", 1, pct(10), pct(100), default=True)),
+    control=Control(interval_s=0.1, target_delay_s=TARGET_S))
+
+
+def tick(now_s, delay_s=0.0, link_tx=50 * MBIT, rtt_s=0.02, **classes):
+    """classes: name=(tx_bps, backlog_bytes, busy)."""
+    samples = {name: ClassSample(name, tx, backlog, 0, busy)
+               for name, (tx, backlog, busy) in classes.items()}
+    return Tick(now_s, NOON, samples, PathSample(delay_s, 0.02, rtt_s), link_tx)
+
+
+def run(state, ticks, policy=POLICY):
+    decisions = []
+    for t in ticks:
+        state, made = step(policy, state, t)
+        decisions.extend(made)
+    return state, decisions
+
+
+def test_start_is_the_static_policy_and_a_quiet_tick_changes_nothing():
+    state = initial_state(POLICY, NOON)
+    assert link_rate_bps(state) == 100 * MBIT
+    assert grants(state) == {"compute": (60 * MBIT, 100 * MBIT), "disk": (10 * MBIT, 100 * MBIT),
+                             "other": (10 * MBIT, 100 * MBIT)}
+    after, decisions = step(POLICY, state, tick(0.1, compute=(10 * MBIT, 0, False)))
+    assert decisions == []
+    assert grants(after) == grants(state)
+
+
+def test_busy_compute_gets_usage_plus_headroom_in_one_tick_and_keeps_it_while_busy():
+    state = initial_state(POLICY, NOON)
+    state, made = step(POLICY, state, tick(0.1, compute=(64 * MBIT, 3000, True)))
+    assert [(d.cls, d.field, d.new_bps, d.reason) for d in made] == [
+        ("compute", "rate", 80 * MBIT, "compute-demand")]       # 60 + all that is left
+    state, made = run(state, [tick(0.1 * k, compute=(50 * MBIT, 0, True)) for k in range(2, 40)])
+    assert made == [] and grants(state)["compute"].rate_bps == 80 * MBIT
+
+
+def test_idle_compute_decays_to_its_guarantee_after_the_hold_and_no_lower():
+    state = initial_state(POLICY, NOON)
+    state, _ = step(POLICY, state, tick(0.1, compute=(64 * MBIT, 0, True)))
+    quiet = [tick(0.1 * k, compute=(1 * MBIT, 0, False)) for k in range(2, 80)]
+    state, made = run(state, quiet)
+    assert made and {d.reason for d in made} == {"compute-idle"}
+    assert made[0].t_s >= 0.2 + TUNING.idle_hold_s - 1e-9
+    assert all(d.new_bps < d.old_bps for d in made)
+    assert grants(state)["compute"].rate_bps == 60 * MBIT
+
+
+def test_a_single_jitter_spike_over_target_does_nothing():
+    state = initial_state(POLICY, NOON)
+    state, made = run(state, [tick(0.1, delay_s=0.001), tick(0.2, delay_s=0.007),
+                              tick(0.3, delay_s=0.001)])
+    assert made == []
+
+
+def test_scavenger_ceil_is_cut_in_proportion_to_the_excess_at_most_once_per_rtt():
+    state = initial_state(POLICY, NOON)
+    busy_disk = {"disk": (80 * MBIT, 5000, True)}
+    full = 100 * MBIT
+    state, made = run(state, [tick(0.1, delay_s=0.006, link_tx=full, rtt_s=0.25, **busy_disk),
+                              tick(0.2, delay_s=0.0075, link_tx=full, rtt_s=0.25, **busy_disk)])
+    cut = [d for d in made if d.cls == "disk"]
+    assert [(d.field, d.reason) for d in cut] == [("ceil", "delay-over-target")]
+    # filtered delay 6 ms = 0.2 targets over: factor 1 - 0.1, bounded at 0.9 of usage
+    assert cut[0].new_bps == int(80 * MBIT * 0.9)
+    state, made = run(state, [tick(0.3, delay_s=0.008, link_tx=full, rtt_s=0.25, **busy_disk)])
+    assert not [d for d in made if d.cls == "disk"]          # 0.1 s since the cut < RTT
+    state, made = run(state, [tick(0.5, delay_s=0.04, link_tx=full, rtt_s=0.25, **busy_disk)])
+    deep = [d for d in made if d.cls == "disk" and d.field == "ceil"]
+    assert deep and deep[0].new_bps == max(10 * MBIT, int(72 * MBIT * TUNING.scavenger_cut_min))
+
+
+def test_scavenger_never_below_guarantee_and_regrows_when_clear_and_backlogged():
+    state = initial_state(POLICY, NOON)
+    severe = [tick(0.1 * k, delay_s=0.05, link_tx=100 * MBIT, disk=(90 * MBIT, 5000, True))
+              for k in range(1, 12)]
+    state, _ = run(state, severe)
+    assert grants(state)["disk"].ceil_bps == 10 * MBIT
+    state, idle = run(state, [tick(0.1 * k, disk=(1 * MBIT, 0, False)) for k in range(12, 20)])
+    assert not [d for d in idle if d.cls == "disk"]           # not held back: no growth
+    state, made = run(state, [tick(0.1 * k, disk=(grants(state)["disk"].ceil_bps, 8000, True))
+                              for k in range(20, 25)])
+    growth = [d for d in made if d.cls == "disk" and d.field == "ceil"]
+    assert [d.reason for d in growth] == ["delay-under-target"] * 5
+    assert [d.new_bps - d.old_bps for d in growth] == [5 * MBIT] * 5
+
+
+def test_delay_on_a_link_that_is_not_full_cuts_the_link_on_the_first_severe_tick():
+    state = initial_state(POLICY, NOON)
+    state, made = step(POLICY, state, tick(0.1, delay_s=0.0, link_tx=60 * MBIT))
+    state, made = step(POLICY, state, tick(0.2, delay_s=0.025, link_tx=60 * MBIT))
+    link = [d for d in made if d.field == "link"]
+    # queue grew 25 ms in 0.1 s: the bottleneck drains 60 / 1.25 = 48 mbit; shape 10% below
+    assert [(d.old_bps, d.new_bps, d.reason) for d in link] == [
+        (100 * MBIT, int(0.9 * 48 * MBIT), "upstream-bottleneck")]
+    assert sum(g.rate_bps for g in grants(state).values()) <= link_rate_bps(state)
+    assert all(g.ceil_bps <= link_rate_bps(state) for g in grants(state).values())
+    assert {d.reason for d in made if d.field != "link" and d.cls != "disk"} == {"upstream-bottleneck"}
+
+
+def test_link_probes_back_only_after_the_hold_and_only_while_clear():
+    state = initial_state(POLICY, NOON)
+    state, _ = run(state, [tick(0.1, link_tx=60 * MBIT), tick(0.2, delay_s=0.025, link_tx=60 * MBIT)])
+    cut_bps = link_rate_bps(state)
+    state, made = run(state, [tick(0.3, delay_s=0.004, link_tx=cut_bps)] +
+                      [tick(0.1 * k, delay_s=0.004, link_tx=cut_bps) for k in range(4, 20)])
+    assert link_rate_bps(state) == cut_bps and not [d for d in made if d.field == "link"]
+    state, made = run(state, [tick(0.1 * k, delay_s=0.001, link_tx=cut_bps) for k in range(20, 80)])
+    probes = [d for d in made if d.field == "link"]
+    assert probes[0].t_s >= 2.0 + TUNING.probe_hold_s - 1e-9
+    assert {d.reason for d in probes} == {"upstream-clear"}
+    assert link_rate_bps(state) == 100 * MBIT
+
+
+def test_the_link_never_goes_below_its_floor():
+    state = initial_state(POLICY, NOON)
+    state, _ = run(state, [tick(0.1 * k, delay_s=0.5 * k, link_tx=8 * MBIT) for k in range(1, 10)])
+    assert link_rate_bps(state) == int(TUNING.link_floor_frac * 100 * MBIT)
+
+
+def test_delay_with_almost_no_traffic_of_ours_is_not_ours_to_cut():
+    state = initial_state(POLICY, NOON)
+    state, made = run(state, [tick(0.1, delay_s=0.05, link_tx=1 * MBIT),
+                              tick(0.2, delay_s=0.08, link_tx=1 * MBIT)])
+    assert not [d for d in made if d.field == "link"]
+
+
+def test_without_a_delay_measurement_the_link_returns_to_the_policy():
+    state = initial_state(POLICY, NOON)
+    state, _ = run(state, [tick(0.1, link_tx=60 * MBIT), tick(0.2, delay_s=0.05, link_tx=60 * MBIT)])
+    assert link_rate_bps(state) < 100 * MBIT
+    blind = [tick(0.1 * k, delay_s=None, rtt_s=None, link_tx=30 * MBIT) for k in range(3, 60)]
+    state, made = run(state, blind)
+    assert link_rate_bps(state) == 100 * MBIT
+    assert not [d for d in made if d.reason in ("upstream-bottleneck", "delay-over-target")]
+
+
+def test_a_policy_reload_is_reported_as_policy():
+    state = initial_state(POLICY, NOON)
+    wider = replace(POLICY, classes=(replace(POLICY.classes[0], guarantee=pct(70)),) + POLICY.classes[1:])
+    state, made = step(wider, state, tick(0.1))
+    assert [(d.cls, d.field, d.new_bps, d.reason) for d in made] == [
+        ("compute", "rate", 70 * MBIT, "policy")]
+
+
+@pytest.mark.parametrize("delay_s", [0.0, 0.004, 0.008, 0.03, None])
+def test_step_is_pure_and_reasons_come_from_the_vocabulary(delay_s):
+    state = initial_state(POLICY, NOON)
+    ticks = [tick(0.1 * k, delay_s=delay_s, link_tx=70 * MBIT, compute=(55 * MBIT, 100, True),
+                  disk=(20 * MBIT, 100, True)) for k in range(1, 30)]
+    first, made_first = run(state, ticks)
+    second, made_second = run(state, ticks)
+    assert first == second and made_first == made_second
+    assert all(d.reason in REASONS and d.old_bps != d.new_bps for d in made_first)
