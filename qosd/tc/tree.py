@@ -43,6 +43,20 @@ def fmt_handle(handle: int) -> str:
     return f"{major_of(handle):x}:{minor_of(handle):x}" if minor_of(handle) else f"{major_of(handle):x}:"
 
 
+def fmt_rate(bps: int) -> str:
+    """tc's rate spelling, lower case: 30mbit, 1.5gbit, 800bit."""
+    for unit, name in ((10**9, "gbit"), (10**6, "mbit"), (10**3, "kbit")):
+        if bps >= unit:
+            return f"{bps / unit:.6f}".rstrip("0").rstrip(".") + name
+    return f"{bps}bit"
+
+
+def fmt_u32_handle(handle: int) -> str:
+    """tc's `htid:bucket:node` spelling of a u32 filter handle, e.g. 800::1."""
+    bucket = (handle >> 12) & 0xFF
+    return f"{handle >> 20:x}:{f'{bucket:x}' if bucket else ''}:{handle & 0xFFF:x}"
+
+
 @dataclass(frozen=True)
 class HtbRoot:
     handle: int
@@ -135,9 +149,15 @@ TcObject = HtbRoot | HtbClass | LeafQdisc | U32Filter | IngressRedirect | str
 
 @dataclass(frozen=True)
 class Op:
-    """One netlink operation on `device`. `before` is the object an undo restores."""
+    """One netlink operation on `device`. `before` is the object an undo restores.
+
+    `removed_tree` rides along on the ops that take a whole tree down in one call
+    (delete-qdisc of the HTB root, delete-link of an IFB) so that an undo can rebuild what
+    the kernel removed implicitly. It is not part of the op's identity.
+    """
 
     kind: OpKind
     device: str
     obj: TcObject
     before: TcObject | None = None
+    removed_tree: DeviceTree | None = field(default=None, compare=False, repr=False)
