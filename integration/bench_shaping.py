@@ -13,9 +13,8 @@ before planning: a small tree's change must still beat one `tc` fork, and re-rea
 
 The measuring runs inside a namespace of a fresh testbed (`python -m integration.bench_shaping
 --inside IFACE`), so `tc` and netlink talk to the same kernel objects and the host is never
-touched. The 4096 filters sit in two prefs: the kernel gives each u32 pref its own hash table
-and has 2047 of those per qdisc, so one pref per class (as `qosd.tc.build` does) stops at 2047
-classes.
+touched. The tree is exactly what `qosd.tc.build` makes of a 4096-class policy (16 classes
+share one u32 pref, since the kernel has ~2047 u32 hash tables per qdisc).
 """
 
 from __future__ import annotations
@@ -46,7 +45,6 @@ from qosd.tc.tree import ROOT_HANDLE, DeviceTree, TcTree, fmt_handle
 BenchResult = BenchLine
 MBIT = 1_000_000
 BIG_CLASSES = 4096
-FILTERS_PER_PREF = 2048
 CHANGE_RUNS, TC_RUNS, BUILD_RUNS = 300, 60, 3
 
 
@@ -74,15 +72,8 @@ def _big_tree(ifname: str) -> TcTree:
                                  default=i == 0, match=(Match(dst=ipaddress.ip_network(
                                      f"198.18.{i >> 8}.{i & 255}/32")),))
                     for i in range(BIG_CLASSES))
-    tree = build_tree(Policy(version=1, interface=ifname, link=Link(1000 * MBIT), classes=classes),
+    return build_tree(Policy(version=1, interface=ifname, link=Link(1000 * MBIT), classes=classes),
                       leaf_kind="pfifo", ifb_name=None)
-    ordered = sorted(tree.egress.filters.values(), key=lambda f: f.classid)
-    filters = {}
-    for i, flt in enumerate(ordered):
-        moved = replace(flt, pref=1 + i // FILTERS_PER_PREF,
-                        handle=0x80000000 | (1 + i % FILTERS_PER_PREF))
-        filters[moved.ident] = moved
-    return replace(tree, egress=replace(tree.egress, filters=filters))
 
 
 def _tc_batch(tree: TcTree) -> str:

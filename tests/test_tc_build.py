@@ -159,14 +159,22 @@ def test_assign_minors_errors() -> None:
 def test_prefs_order_by_priority_then_file_position_and_do_not_move() -> None:
     tree = build_tree(office(), leaf_kind="pfifo", ifb_name=None).egress
     minors = class_minors(tree)
-    prefs = {f.cls: f.pref for f in tree.filters.values()}
+
+    def order(t):  # the kernel tries prefs in order, then nodes in handle order
+        firsts: dict[str, tuple[int, int]] = {}
+        for f in t.filters.values():
+            firsts[f.cls] = min(firsts.get(f.cls, (1 << 16, 1 << 32)), (f.pref, f.handle))
+        return firsts
+
+    prefs = order(tree)
     assert prefs["compute"] < prefs["disk"]
-    assert prefs == {c.name: filter_pref(c.priority, i) for i, c in
-                     enumerate(office().classes, start=1) if c.name in prefs}
+    assert {n: p for n, (p, _) in prefs.items()} == {
+        c.name: filter_pref(c.priority, i) for i, c in enumerate(office().classes, start=1)
+        if c.name in prefs}
     grown = office(extra=(TrafficClass("backup", 0, pct(5), pct(50),
                                        match=(Match(proto="tcp", dport=PortRange(873, 873)),)),))
     grown_tree = build_tree(grown, leaf_kind="pfifo", ifb_name=None, minors=minors).egress
-    grown_prefs = {f.cls: f.pref for f in grown_tree.filters.values()}
+    grown_prefs = order(grown_tree)
     assert all(grown_prefs[n] == p for n, p in prefs.items())
     assert prefs["compute"] < grown_prefs["backup"] < prefs["disk"]  # same prio: file order
     retuned = replace(office(), classes=tuple(replace(c, guarantee=pct(20)) if c.name == "disk"

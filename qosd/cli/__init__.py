@@ -44,3 +44,4 @@ def main() -> None:
 from qosd.cli import policy_cmd  # noqa: E402,F401
 from qosd.cli import daemon_cmd  # noqa: E402,F401
 from qosd.cli import status_cmd  # noqa: E402,F401
+from qosd.cli import classify_cmd, flows_cmd  # noqa: E402,F401

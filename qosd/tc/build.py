@@ -28,7 +28,8 @@ QUANTUM_MAX_BYTES = 200_000
 
 MIN_RATE_BPS = 8
 HTB_MAX_PRIO = 7                  # TC_HTB_NUMPRIO - 1
-PREF_PRIORITY_STRIDE = 8192       # > the 4000 classes a policy may have
+CLASSES_PER_PREF = 16             # the kernel allows ~2047 u32 prefs per qdisc
+PREF_PRIORITY_STRIDE = 256        # > 4000 classes / CLASSES_PER_PREF
 STATIC_PREF_BASE = 16             # prefs below this are the daemon's per-flow filters
 U32_ROOT_HT = 0x80000000
 U32_MAX_NODE = 0xFFF
@@ -73,11 +74,13 @@ def filter_pref(priority: int, position: int) -> int:
     """Lower pref is tried first: priority first, then position in the policy file.
 
     The same order as `policies.flowmatch.match_order`, so `qosd flows` and `classify`
-    name the class the kernel really picks. Rate changes never move a filter; inserting a
-    class moves only the filters of the classes after it in the same priority (they are
-    replaced, delete then add), and appending one moves nothing.
+    name the class the kernel really picks. Each u32 pref costs the kernel one of its ~2047
+    hash tables, so `CLASSES_PER_PREF` consecutive classes share one, ordered inside it by
+    node id (u32 walks a table's nodes in handle order). Rate changes never move a filter;
+    inserting a class moves the filters after it in its priority (replaced, delete then
+    add), and appending one moves nothing.
     """
-    return STATIC_PREF_BASE + priority * PREF_PRIORITY_STRIDE + position
+    return STATIC_PREF_BASE + priority * PREF_PRIORITY_STRIDE + (position - 1) // CLASSES_PER_PREF
 
 
 def assign_minors(class_names: Iterable[str], existing: Mapping[str, int]) -> dict[str, int]:
@@ -120,7 +123,7 @@ def _htb_class(cid: int, parent: int, rate_bps: int, ceil_bps: int, prio: int,
                     quantum_bytes=quantum_bytes(rate), name=name)
 
 
-def _class_filters(cls: TrafficClass, minor: int, position: int,
+def _class_filters(cls: TrafficClass, minor: int, position: int, first_node: int,
                    mirrored: bool) -> list[U32Filter]:
     pref = filter_pref(cls.priority, position)
     try:
@@ -128,12 +131,12 @@ def _class_filters(cls: TrafficClass, minor: int, position: int,
                                       for keys in match_keys(m, mirrored=mirrored)))
     except U32MatchError as exc:
         raise TreeBuildError(f"class {cls.name!r}: {exc}") from exc
-    if len(key_sets) > U32_MAX_NODE:
-        raise TreeBuildError(f"class {cls.name!r} needs {len(key_sets)} u32 filters, "
-                             f"more than {U32_MAX_NODE}; widen its port ranges")
+    if first_node + len(key_sets) - 1 > U32_MAX_NODE:
+        raise TreeBuildError(f"class {cls.name!r} and its {CLASSES_PER_PREF - 1} neighbours "
+                             f"need more than {U32_MAX_NODE} u32 filters; widen their port ranges")
     return [U32Filter(parent=ROOT_HANDLE, pref=pref, handle=U32_ROOT_HT | node,
                       classid=classid(minor), keys=keys, cls=cls.name)
-            for node, keys in enumerate(key_sets, start=1)]
+            for node, keys in enumerate(key_sets, start=first_node)]
 
 
 def build_device(policy: Policy, ifname: str, link_bps: int, minors: Mapping[str, int],
@@ -149,6 +152,7 @@ def build_device(policy: Policy, ifname: str, link_bps: int, minors: Mapping[str
     leaves: dict[int, LeafQdisc] = {}
     filters: dict[tuple[int, int], U32Filter] = {}
     positions = {c.name: i for i, c in enumerate(policy.classes, start=1)}
+    next_node: dict[int, int] = {}
     for cls in sorted(policy.classes, key=lambda c: (c.priority, positions[c.name])):
         if not 0 <= cls.priority <= HTB_MAX_PRIO:
             raise TreeBuildError(f"class {cls.name!r}: priority {cls.priority} outside "
@@ -160,8 +164,10 @@ def build_device(policy: Policy, ifname: str, link_bps: int, minors: Mapping[str
         classes[cid] = htb
         leaves[cid] = LeafQdisc(handle=minor << 16, parent=cid, kind=leaf_kind,
                                 limit_packets=leaf_limit_packets(leaf_kind, htb.ceil_bps))
-        for flt in _class_filters(cls, minor, positions[cls.name], mirrored):
+        pref = filter_pref(cls.priority, positions[cls.name])
+        for flt in _class_filters(cls, minor, positions[cls.name], next_node.get(pref, 1), mirrored):
             filters[flt.ident] = flt
+            next_node[pref] = (flt.handle & U32_MAX_NODE) + 1
     root = HtbRoot(handle=ROOT_HANDLE, default_minor=minors[defaults[0].name], r2q=R2Q)
     return DeviceTree(ifname=ifname, root=root, classes=classes, leaves=leaves, filters=filters)
 

@@ -177,8 +177,6 @@ def _diff(desired: DeviceTree, actual: DeviceTree) -> list[Op]:
             for c in _by_depth(added, desired.classes)]
     ops += leaf_ops
     ops += [Op("add-filter", dev, f) for f in _filters_to_add(desired, added_filters)]
-    if not same(desired.root, actual.root):
-        ops.append(Op("change-qdisc", dev, desired.root, before=actual.root))
     ops += _drop_classes(actual, [c for c in gone if c not in desired.classes])
     return ops
 
@@ -193,7 +191,8 @@ def plan_device(desired: DeviceTree, actual: DeviceTree) -> list[Op]:
     teardown = Op("delete-qdisc", actual.ifname, actual.root, removed_tree=actual)
     if desired.root is None:
         return [teardown]
-    if desired.root.handle != actual.root.handle:
+    if not same(desired.root, actual.root):
+        # HTB has no in-place change: a new default class or r2q means a new root.
         return [teardown] + build_ops(desired)
     return _diff(desired, actual)
 

@@ -87,11 +87,7 @@ class _Device:
     def _change_qdisc(self, op: Op) -> None:
         obj = op.obj
         if isinstance(obj, HtbRoot):
-            self._expect(op, self.root, op.before if op.before is not None else self.root)
-            if self.root is not None and self.root.handle != obj.handle:
-                raise self.fail(op, "cannot change the root qdisc's handle")
-            self.root = obj
-            return
+            raise self.fail(op, "Change operation not supported by specified qdisc (htb)")
         assert isinstance(obj, LeafQdisc)
         current = self.leaves.get(obj.parent)
         self._expect(op, current, op.before if op.before is not None else current)

@@ -1,0 +1,156 @@
+"""Socket samples + owners + policy + registered pids -> flow records and the filters wanted.
+
+Pure: the caller brings the samples (`qosd.measure.sockdiag`) and the owners
+(`qosd.measure.owners`); the one matcher is `policies.flowmatch` (through the memo of
+`qosd.classify.memo`). A flow's class is decided in this order, most specific first:
+
+  1. its owning pid is registered through the API (`register`): that class;
+  2. a policy rule matches with the owner known (process/uid/cgroup keys can match);
+  3. otherwise the static rules alone, which is also where the kernel puts it without help.
+
+When 1 or 2 gives a class other than 3, the flow needs an exact filter
+(`qosd.classify.dynamic`). Loopback flows never cross a shaped interface, so they are
+listed but never get a filter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable, Literal, Mapping, NamedTuple
+
+from policies.flowmatch import FlowKey, OwnerInfo
+from policies.model import IPAddress
+from qosd.classify.dynamic import DynamicFilterBook, DynamicPlan, FiveTuple
+from qosd.classify.memo import MemoClassifier
+from qosd.measure.diagmsg import TcpSocketSample
+
+TCP = 6
+Via = Literal["rule", "owner", "registered", "bound"]
+
+
+class FlowRecord(NamedTuple):
+    """One flow and where it goes (egress view: `src`/`sport` are the local end).
+
+    `cls` is where its packets land once this pass's filters are in; `static_cls` where the
+    static u32 rules alone put it; `via` why `cls` is what it is (`bound`: it wanted an
+    exact filter, the bound refused, so it stays in its static class). A NamedTuple because
+    a pass builds thousands.
+    """
+
+    proto: int
+    src: IPAddress
+    sport: int
+    dst: IPAddress
+    dport: int
+    dscp: int | None
+    cls: str
+    static_cls: str
+    via: Via
+    state: str
+    pid: int | None
+    cmdline: str | None
+    uid: int | None
+    cgroup: str | None
+    rtt_s: float
+    min_rtt_s: float
+    delivery_rate_bps: int
+    bytes_sent: int
+    bytes_acked: int
+    bytes_retrans: int
+    total_retrans: int
+
+    @property
+    def key(self) -> FlowKey:
+        return FlowKey(self.proto, self.src, self.dst, self.sport, self.dport, self.dscp)
+
+    @property
+    def five_tuple(self) -> FiveTuple:
+        return FiveTuple(self.proto, self.src, self.dst, self.sport, self.dport)
+
+    @property
+    def needs_filter(self) -> bool:
+        return self.cls != self.static_cls and not (self.src.is_loopback or self.dst.is_loopback)
+
+    def to_json(self) -> dict[str, Any]:
+        out = self._asdict()
+        out["proto"] = "tcp" if self.proto == TCP else self.proto
+        out["src"], out["dst"] = str(self.src), str(self.dst)
+        out["class"], out["static_class"] = out.pop("cls"), out.pop("static_cls")
+        return out
+
+
+@dataclass(frozen=True)
+class FlowPass:
+    """One pass: every flow, and the dynamic filter changes it calls for."""
+
+    records: tuple[FlowRecord, ...]
+    plan: DynamicPlan
+
+
+def classify_samples(samples: Iterable[TcpSocketSample], classifier: MemoClassifier,
+                     owners: Mapping[int, OwnerInfo], registered: Mapping[int, str]
+                     ) -> list[FlowRecord]:
+    """One record per sample. `owners` maps socket inode -> owner (missing: unknown).
+
+    A registration naming a class the policy does not have is ignored (the policy may have
+    been replaced since the pid registered); the flow is classified as if unregistered.
+    """
+    names = {c.name for c in classifier.order}
+    registered = {pid: cls for pid, cls in registered.items() if cls in names}
+    classify = classifier.classify_fields
+    dynamic = classifier.dynamic
+    out = []
+    for s in samples:
+        static = classify(TCP, s.src, s.dst, s.sport, s.dport, s.dscp)
+        owner = owners.get(s.inode)
+        cls, via = static, "rule"
+        if owner is not None:
+            if owner.pid in registered:
+                cls, via = registered[owner.pid], "registered"
+            elif dynamic:
+                by_owner = classify(TCP, s.src, s.dst, s.sport, s.dport, s.dscp, owner)
+                if by_owner != static:
+                    cls, via = by_owner, "owner"
+            out.append(FlowRecord(
+                TCP, s.src, s.sport, s.dst, s.dport, s.dscp, cls, static, via, s.state,
+                owner.pid, owner.cmdline, owner.uid, owner.cgroup, s.rtt_s, s.min_rtt_s,
+                s.delivery_rate_bps, s.bytes_sent, s.bytes_acked, s.bytes_retrans,
+                s.total_retrans))
+        else:
+            out.append(FlowRecord(
+                TCP, s.src, s.sport, s.dst, s.dport, s.dscp, cls, static, via, s.state,
+                None, None, s.uid, None, s.rtt_s, s.min_rtt_s, s.delivery_rate_bps,
+                s.bytes_sent, s.bytes_acked, s.bytes_retrans, s.total_retrans))
+    return out
+
+
+def wanted_filters(records: Iterable[FlowRecord]) -> dict[FiveTuple, str]:
+    """Flow -> class for every flow that needs an exact filter, biggest senders first.
+
+    Total bytes sent is the order's proxy for "matters most" when the bound bites: it needs
+    no state across passes, and a flow that has moved much is rarely about to stop.
+    """
+    needing = sorted((r for r in records if r.needs_filter), key=lambda r: -r.bytes_sent)
+    return {r.five_tuple: r.cls for r in needing}
+
+
+def settle(records: list[FlowRecord], plan: DynamicPlan) -> tuple[FlowRecord, ...]:
+    """Records as they will be once `plan` is applied: refused flows stay in their static class."""
+    if not plan.refused:
+        return tuple(records)
+    refused = set(plan.refused)
+    return tuple(r._replace(cls=r.static_cls, via="bound")
+                 if r.needs_filter and r.five_tuple in refused else r
+                 for r in records)
+
+
+def flow_pass(samples: Iterable[TcpSocketSample], classifier: MemoClassifier,
+              owners: Mapping[int, OwnerInfo], registered: Mapping[int, str],
+              book: DynamicFilterBook) -> FlowPass:
+    """Classify, plan the dynamic filters against `book`, settle.
+
+    Does not commit the plan: the caller applies it, then calls `book.commit(plan)`.
+    """
+    records = classify_samples(samples, classifier, owners, registered)
+    plan = book.plan(wanted_filters(records))
+    return FlowPass(records=settle(records, plan), plan=plan)

@@ -1,0 +1,69 @@
+"""The probe adapter end to end over loopback UDP (no netlink, no root)."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+
+import pytest
+
+from policies.model import Peer
+from qosd.errors import BadInput
+from qosd.measure import peerstats
+from qosd.measure.probe import MAX_RATE_HZ, Prober, Reflector
+
+
+def test_prober_measures_loopback_peers_through_reflector() -> None:
+    async def scenario() -> tuple[dict, Reflector]:
+        reflector = Reflector(port=0)
+        reflector.start()
+        peers = [Peer("v4", ipaddress.ip_address("127.0.0.1")),
+                 Peer("v6", ipaddress.ip_address("::1"))]
+        prober = Prober(peers, rate_hz=20, port=reflector.port, source_ports=[0])
+        try:
+            return await prober.run(duration_s=0.5), reflector
+        finally:
+            prober.close()
+            reflector.close()
+
+    stats, reflector = asyncio.run(scenario())
+    for name in ("v4", "v6"):
+        s = stats[name]
+        assert s.received >= 5 and s.received == s.sent and s.loss == 0.0
+        assert 0 < s.base_rtt_s <= s.rtt_s < 0.05          # generous: a shared 2-core box
+        assert s.queue_delay_s is not None and s.queue_delay_s >= 0
+    assert reflector.reflected == stats["v4"].sent + stats["v6"].sent
+
+
+def test_reflector_drops_garbage_and_answers_requests_marked_af41() -> None:
+    async def scenario() -> tuple[bytes | None, bytes, int]:
+        reflector = Reflector(port=0)
+        reflector.start()
+        client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        client.setblocking(False)
+        loop = asyncio.get_running_loop()
+        try:
+            client.sendto(b"not a probe", ("127.0.0.1", reflector.port))
+            client.sendto(peerstats.encode_probe(9, 123), ("127.0.0.1", reflector.port))
+            reply = await asyncio.wait_for(loop.sock_recv(client, 64), timeout=2.0)
+            await asyncio.sleep(0.05)
+            try:
+                extra = client.recv(64)
+            except BlockingIOError:
+                extra = None
+            return extra, reply, reflector.sock.getsockopt(socket.IPPROTO_IP, socket.IP_TOS)
+        finally:
+            client.close()
+            reflector.close()
+
+    extra, reply, tos = asyncio.run(scenario())
+    assert extra is None
+    probe = peerstats.decode_probe(reply)
+    assert probe is not None and probe.kind == peerstats.KIND_REPLY and probe.seq == 9
+    assert tos >> 2 == 34
+
+
+def test_probe_rate_is_bounded() -> None:
+    with pytest.raises(BadInput, match="probe rate"):
+        Prober([], rate_hz=MAX_RATE_HZ + 1, source_ports=[0])
