@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from integration.daemon_proc import start_daemon, stop_daemon
 from integration.testbed import Host
 from qosd.api.client import ApiClient
 from qosd.api.errors import ApiError
@@ -29,32 +30,11 @@ peers:
 """
 
 
-def _metrics_port() -> int:
-    return 19108
+METRICS_PORT = 19108
 
 
 def _start(host: Host, policy: Path, sock: Path, *extra: str) -> subprocess.Popen:
-    proc = host.popen([sys.executable, "-m", "qosd", "run", "--policy", str(policy), "--socket", str(sock),
-                       "--metrics", f"127.0.0.1:{_metrics_port()}", "-v", *extra])
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"daemon exited {proc.returncode}: {proc.stderr.read()}")
-        if sock.exists():
-            try:
-                ApiClient(str(sock), timeout_s=2).call("status")
-                return proc
-            except Exception:  # noqa: BLE001 - still starting
-                pass
-        time.sleep(0.1)
-    proc.kill()
-    raise AssertionError(f"daemon did not answer: {proc.stderr.read()}")
-
-
-def _stop(proc: subprocess.Popen) -> tuple[int, str]:
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=15)
-    return proc.returncode, err
+    return start_daemon(host, policy, sock, *extra, metrics=f"127.0.0.1:{METRICS_PORT}")
 
 
 def _qdiscs(host: Host) -> str:
@@ -92,7 +72,7 @@ def test_daemon_serves_api_metrics_and_measures_its_peer(testbed, tmp_path):
                            chunk_bytes=1024, grant_bps=None, rank=0, step=1) == {"ok": True}
         scrape = h.run([sys.executable, "-c",
                         f"import urllib.request;print(urllib.request.urlopen("
-                        f"'http://127.0.0.1:{_metrics_port()}/metrics',timeout=5).read().decode())"]).stdout
+                        f"'http://127.0.0.1:{METRICS_PORT}/metrics',timeout=5).read().decode())"]).stdout
         for name in ("qosd_class_transmit_bytes_total", "qosd_class_rate_bytes_per_second",
                      "qosd_class_ceil_bytes_per_second", "qosd_class_backlog_bytes",
                      "qosd_class_drops_total", "qosd_peer_rtt_seconds",
@@ -100,7 +80,7 @@ def test_daemon_serves_api_metrics_and_measures_its_peer(testbed, tmp_path):
             assert name in scrape, name
         assert 'qosd_class_rate_bytes_per_second{class="compute",interface="eth0"}' in scrape
     finally:
-        code, err = _stop(proc)
+        code, err = stop_daemon(proc)
         reflector.kill()
     assert code == 0, err
     assert "905d:" in _qdiscs(h), "SIGTERM leaves the static tree in place"
@@ -127,7 +107,7 @@ def test_sighup_keeps_old_policy_when_the_new_file_is_bad_and_clear_on_exit(test
         bad = client_call_error(client, "apply_policy", yaml="version: 7\n")
         assert bad.code == "policy-invalid" and "version" in bad.message
     finally:
-        code, err = _stop(proc)
+        code, err = stop_daemon(proc)
         reflector.kill()
     assert code == 0, err
     assert "policy invalid" in err.lower() or "keeping the running policy" in err
@@ -150,5 +130,5 @@ def test_status_cli_reads_the_running_daemon(testbed, tmp_path):
         assert out.returncode == 0, out.stderr
         assert json.loads(out.stdout)["interface"] == "eth0"
     finally:
-        _stop(proc)
+        stop_daemon(proc)
         reflector.kill()

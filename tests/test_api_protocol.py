@@ -1,4 +1,6 @@
 import json
+import re
+from pathlib import Path
 
 import pytest
 
@@ -100,8 +102,12 @@ def test_size_limit_is_64_kib():
 
 
 def test_every_documented_method_has_a_schema():
-    assert set(METHODS) == {"status", "grants", "register", "unregister", "apply_policy",
-                            "telemetry", "telemetry_recent"}
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "API.md").read_text()
+    table = doc[doc.index("| method |"):].split("\n\n")[0]
+    documented = set(re.findall(r"^\| `([a-z_]+)` \|", table, flags=re.M))
+    assert documented >= {"status", "grants", "register", "unregister", "apply_policy",
+                          "telemetry", "telemetry_recent", "flows"}
+    assert set(METHODS) == documented
 
 
 def test_result_and_error_roundtrip_through_parse_reply():

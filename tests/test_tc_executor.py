@@ -268,3 +268,19 @@ def test_unit_tests_cannot_reach_netlink(monkeypatch) -> None:
     monkeypatch.setattr("pyroute2.netns.listnetns", lambda *a: ["anything"])
     with pytest.raises(RuntimeError, match="must not use netlink"):
         NetlinkKernel(netns="anything")
+
+
+def test_a_static_apply_keeps_the_daemons_per_flow_filters(kernel, rec) -> None:
+    from qosd.classify.dynamic import DYNAMIC_PREF
+    from qosd.tc.tree import ROOT_HANDLE, U32Filter, U32Key
+
+    pol = policy(ingress_bps=None)
+    tree = rec.desired_tree(pol)
+    compute = next(cid for cid, c in tree.egress.classes.items() if c.name == "compute")
+    flow = U32Filter(ROOT_HANDLE, DYNAMIC_PREF, 0x80000001, compute,
+                     (U32Key(0x40000000, 0xF0000000, 0),))
+    with_flow = replace(tree, egress=replace(tree.egress, filters={**tree.egress.filters, flow.ident: flow}))
+    rec.reconcile(with_flow)
+    assert rec.apply_policy(pol).ops == ()
+    assert flow.ident in kernel.snapshot("eth0").egress.filters
+    assert [op.kind for op in rec.reconcile(tree).ops] == ["delete-filter"], "the daemon owns them"

@@ -55,6 +55,7 @@ METHODS: Mapping[str, Schema] = {
         "rank": Field(int, minimum=0), "step": Field(int, minimum=0),
     },
     "telemetry_recent": {"limit": Field(int, required=False, minimum=1)},
+    "flows": {"class": _name(required=False), "pid": Field(int, required=False, minimum=1)},
 }
 
 

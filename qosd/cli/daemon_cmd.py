@@ -30,9 +30,13 @@ def _host_port(value: str) -> tuple[str, int]:
               help="On SIGTERM remove everything qosd installed (default: leave the static policy).")
 @click.option("--force", is_flag=True, help="Replace a root qdisc that qosd did not install.")
 @click.option("--no-reflector", is_flag=True, help="Do not answer other agents' probes.")
+@click.option("--no-flows", is_flag=True,
+              help="Static rules only: no per-flow classification (process/uid/cgroup, register).")
+@click.option("--state-dir", default="/run/qosd", show_default=True,
+              help="Where class names are remembered between runs.")
 @click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
 def run(policy_path: str, socket_path: str, metrics: str, clear_on_exit: bool, force: bool,
-        no_reflector: bool, verbose: int) -> None:
+        no_reflector: bool, no_flows: bool, state_dir: str, verbose: int) -> None:
     """The daemon: control loop at the policy's interval, local API, metrics.
 
     Applies the policy's static tree, then every `control.interval` measures classes and
@@ -45,7 +49,8 @@ def run(policy_path: str, socket_path: str, metrics: str, clear_on_exit: bool, f
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = DaemonConfig(policy_path=policy_path, socket_path=socket_path,
                           metrics_addr=None if metrics == "off" else _host_port(metrics),
-                          clear_on_exit=clear_on_exit, force=force, reflector=not no_reflector)
+                          clear_on_exit=clear_on_exit, force=force, reflector=not no_reflector,
+                          flows=not no_flows, state_dir=state_dir)
     sys.exit(asyncio.run(Daemon(config).run()))
 
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from policies import PolicyError, parse_policy
 from qosd.api.errors import POLICY_INVALID, ApiError, BAD_REQUEST
 from qosd.api.telemetry_methods import telemetry_handlers
+from qosd.daemon.flows import flows_json, registered_json
 
 if TYPE_CHECKING:
     from qosd.daemon.service import Daemon
@@ -16,11 +17,11 @@ if TYPE_CHECKING:
 class Handlers:
     def __init__(self, daemon: "Daemon") -> None:
         self.daemon = daemon
-        self.registered: dict[int, str] = {}
 
     def table(self) -> dict[str, Any]:
         return {"status": self.status, "grants": self.grants, "register": self.register,
                 "unregister": self.unregister, "apply_policy": self.apply_policy,
+                "flows": self.flows,
                 **telemetry_handlers(self.daemon.telemetry)}
 
     def _classes(self) -> dict[str, dict[str, Any]]:
@@ -32,7 +33,8 @@ class Handlers:
             out[name] = {"rate_bps": rate_bps, "ceil_bps": ceil_bps,
                          "tx_rate_bps": view.tx_rate_bps if view else 0.0,
                          "backlog_bytes": view.backlog_bytes if view else 0,
-                         "drops_total": view.drops_total if view else 0}
+                         "drops_total": view.drops_total if view else 0,
+                         "bytes_total": view.bytes_total if view else 0}
         return out
 
     def _peers(self) -> dict[str, dict[str, Any]]:
@@ -45,7 +47,9 @@ class Handlers:
                 "now_s": loop.clock.monotonic(), "uptime_s": time.monotonic() - d.started_s, "ticks": loop.ticks,
                 "link": {"egress_bps": _link_bps(loop), "policy_egress_bps": d.policy.link.egress_bps},
                 "classes": self._classes(), "peers": self._peers(),
-                "registered": {str(pid): cls for pid, cls in self.registered.items()},
+                "registered": registered_json(self._flow_step().registered)
+                if self._flow_step() else {},
+                "dynamic_filters": len(fs.book.installed) if (fs := self._flow_step()) else 0,
                 "decisions": loop.recent_decisions(100)}
 
     def grants(self, _params: dict) -> dict:
@@ -60,12 +64,28 @@ class Handlers:
         if params["class"] not in names:
             raise ApiError(BAD_REQUEST, f"params.class: unknown class {params['class']!r} "
                                         f"(known: {', '.join(sorted(names))})")
-        self.registered[params["pid"]] = params["class"]
+        step = self._require_flows()
+        step.register(params["pid"], params["class"])
         return {"ok": True}
 
     def unregister(self, params: dict) -> dict:
-        self.registered.pop(params["pid"], None)
+        self._require_flows().unregister(params["pid"])
         return {"ok": True}
+
+    def flows(self, params: dict) -> dict:
+        step = self._require_flows()
+        return {"flows": flows_json(step.records, params.get("class"), params.get("pid")),
+                "passes": step.passes, "dynamic_filters": len(step.book.installed),
+                "dynamic_filters_dropped_total": step.book.dropped_total}
+
+    def _flow_step(self):
+        return self.daemon.loop_.flows if self.daemon.loop_ is not None else None
+
+    def _require_flows(self):
+        step = self._flow_step()
+        if step is None:
+            raise ApiError(BAD_REQUEST, "this daemon runs without flow classification (--no-flows)")
+        return step
 
     def apply_policy(self, params: dict) -> dict:
         try:

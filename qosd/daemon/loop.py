@@ -21,6 +21,7 @@ from policies.model import Policy
 from qosd.control.controller import ControllerState, grants, initial_state, link_rate_bps, step
 from qosd.control.decision import Decision
 from qosd.control.signals import ClassSample, PathSample, Tick
+from qosd.daemon.flows import FlowStep
 from qosd.errors import QosdError
 from qosd.measure.peerstats import PeerStats
 from qosd.measure.rates import CounterRates
@@ -96,6 +97,7 @@ class ControlLoop:
     kernel: StatsReader
     reconcile: Reconcile
     peers: Callable[[], Mapping[str, PeerStats]]
+    flows: FlowStep | None = None                    # per-flow filters; None: static rules only
     clock: Clock = field(default_factory=SystemClock)
     state: ControllerState | None = None
     views: dict[str, ClassView] = field(default_factory=dict)
@@ -149,9 +151,15 @@ class ControlLoop:
             self.decision_counts[(d.cls or LINK_LABEL, d.reason)] += 1
         egress = with_link_rate(with_rates(self.tree.egress, grants(self.state)),
                                 link_rate_bps(self.state))
+        desired = replace(self.tree, egress=egress)
+        if self.flows is not None:
+            self.flows.poll_if_due(now_s)
+            desired = replace(desired, egress=self.flows.with_filters(egress, mirrored=False))
+            if desired.ingress is not None:
+                desired = replace(desired, ingress=self.flows.with_filters(desired.ingress, mirrored=True))
         ops: tuple[Op, ...] = ()
         try:
-            ops = self.reconcile(replace(self.tree, egress=egress), reread=self._stale).ops
+            ops = self.reconcile(desired, reread=self._stale).ops
             self._stale = False
         except QosdError as exc:
             log.warning("tick %d: apply failed, will resync from the kernel: %s", self.ticks, exc)
@@ -167,6 +175,8 @@ class ControlLoop:
         """A new policy: its static tree is already applied; the controller starts over."""
         self.policy = policy
         self.tree = tree
+        if self.flows is not None:
+            self.flows.set_policy(policy)
         self.state = initial_state(policy, self.clock.wallclock())
         self._rates = CounterRates()
         self.views = {}

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from policies import PolicyError, load_policy
 from policies.model import Policy
 from qosd.api.server import ApiServer
+from qosd.daemon.flows import FlowStep
 from qosd.daemon.handlers import Handlers
 from qosd.daemon.loop import ControlLoop
 from qosd.daemon.snapshot import metrics_snapshot
@@ -45,6 +46,8 @@ class DaemonConfig:
     force: bool = False
     reflector: bool = True
     probe_rate_hz: float = 10.0
+    flows: bool = True
+    state_dir: str = "/run/qosd"
     stall_s: float = 2.0
 
 
@@ -81,7 +84,7 @@ class Watchdog(threading.Thread):
 class Daemon:
     def __init__(self, config: DaemonConfig, shaper: Reconciler | None = None) -> None:
         self.config = config
-        self.shaper = shaper or open_reconciler()
+        self.shaper = shaper or open_reconciler(state_dir=config.state_dir)
         self.policy: Policy = load_policy(config.policy_path)
         self.telemetry = TelemetryStore()
         self.started_s = time.monotonic()
@@ -103,7 +106,8 @@ class Daemon:
         self.policy = policy
         if self.loop_ is None:
             self.loop_ = ControlLoop(policy=policy, tree=tree, kernel=self.shaper.kernel,
-                                     reconcile=self.shaper.reconcile, peers=self._peer_stats)
+                                     reconcile=self.shaper.reconcile, peers=self._peer_stats,
+                                     flows=FlowStep(policy) if self.config.flows else None)
         else:
             self.loop_.reload(policy, tree)
         self._restart_prober()
@@ -169,6 +173,8 @@ class Daemon:
                 self._prober_stop.set()
                 self.prober.close()
             self._leave()
+            if self.loop_.flows is not None:
+                self.loop_.flows.close()
         return 0
 
     async def _control(self, watchdog: Watchdog) -> None:
@@ -188,7 +194,8 @@ class Daemon:
                 pass
 
     def _fallback_to_static(self) -> None:
-        open_reconciler().apply_policy(self.policy, force=self.config.force)
+        open_reconciler(state_dir=self.config.state_dir).apply_policy(self.policy,
+                                                                     force=self.config.force)
         if self.loop_ is not None:
             self.loop_.mark_stale()
 

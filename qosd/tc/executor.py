@@ -13,11 +13,11 @@ memory, so the next call reads the kernel again.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from policies.model import Policy
 from qosd.errors import BadInput, NetlinkError, NotOurs
-from qosd.tc.build import TreeBuildError, build_tree, class_minors
+from qosd.tc.build import STATIC_PREF_BASE, TreeBuildError, build_tree, class_minors
 from qosd.tc.caps import LeafChoice, choose_leaf
 from qosd.tc.kernel import OpFailed, TcKernel
 from qosd.tc.plan import PlanError, invert, plan
@@ -74,13 +74,13 @@ class Reconciler:
     def apply_policy(self, policy: Policy, *, dry_run: bool = False,
                      force: bool = False) -> ApplyResult:
         desired = self.desired_tree(policy)
-        result = self.reconcile(desired, dry_run=dry_run, force=force)
+        result = self.reconcile(desired, dry_run=dry_run, force=force, keep_daemon_filters=True)
         if not dry_run:
             self.minors.save(policy.interface, class_minors(desired.egress))
         return result
 
     def reconcile(self, desired: TcTree, *, dry_run: bool = False, force: bool = False,
-                  reread: bool = True) -> ApplyResult:
+                  reread: bool = True, keep_daemon_filters: bool = False) -> ApplyResult:
         """Make the kernel hold `desired` with the fewest ops; [] ops when it already does."""
         ifname = desired.egress.ifname
         self.kernel.ifindex(ifname)
@@ -93,6 +93,8 @@ class Reconciler:
             if foreign is not None and not force:
                 raise NotOurs(f"{ifname} has a root qdisc qosd did not install ({foreign}); "
                               f"re-run with --force to replace it")
+        if keep_daemon_filters:
+            desired = _with_daemon_filters(desired, actual)
         try:
             ops = plan(desired, actual)
         except PlanError as exc:
@@ -141,3 +143,17 @@ class Reconciler:
 
     def managed_interfaces(self) -> list[str]:
         return self.kernel.managed_interfaces()
+
+
+def _with_daemon_filters(desired: TcTree, actual: TcTree) -> TcTree:
+    """`desired` plus the running daemon's per-flow filters (prefs below the static ones)
+    that still point at a class `desired` keeps: a static apply must not tear them out
+    from under the daemon. The daemon itself plans without this and so owns them."""
+    def merged(want: DeviceTree | None, have: DeviceTree | None) -> DeviceTree | None:
+        if want is None or have is None:
+            return want
+        keep = {ident: f for ident, f in have.filters.items()
+                if f.pref < STATIC_PREF_BASE and f.classid in want.classes}
+        return replace(want, filters={**want.filters, **keep}) if keep else want
+    return replace(desired, egress=merged(desired.egress, actual.egress),
+                   ingress=merged(desired.ingress, actual.ingress))

@@ -1,0 +1,46 @@
+"""Start and stop `qosd run` inside a testbed host, the way an operator's unit file would."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from integration.testbed import Host
+from qosd.api.client import ApiClient
+from qosd.api.errors import ApiUnavailable
+
+
+def start_daemon(host: Host, policy: Path, sock: Path, *extra: str,
+                 metrics: str = "off", timeout_s: float = 15) -> subprocess.Popen:
+    """`qosd run` in `host`, returned once its API answers. State lives beside the socket."""
+    proc = host.popen([sys.executable, "-m", "qosd", "run", "--policy", str(policy),
+                       "--socket", str(sock), "--metrics", metrics,
+                       "--state-dir", str(sock.parent), "-v", *extra])
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"daemon exited {proc.returncode}: {proc.stderr.read()}")
+        if sock.exists():
+            try:
+                ApiClient(str(sock), timeout_s=2).call("status")
+                return proc
+            except ApiUnavailable:
+                pass
+        time.sleep(0.1)
+    proc.kill()
+    raise AssertionError(f"daemon did not answer within {timeout_s} s: {proc.stderr.read()}")
+
+
+def stop_daemon(proc: subprocess.Popen, timeout_s: float = 15) -> tuple[int, str]:
+    """SIGTERM, as systemd would; returns the exit code and what it logged."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        _, err = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+    return proc.returncode, err

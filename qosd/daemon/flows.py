@@ -1,0 +1,81 @@
+"""The daemon's view of the host's flows, and the per-flow filters it keeps in the tree.
+
+A pass costs ~1 ms per 100 sockets; it runs every tick while that is cheap and backs off so
+that it never takes more than `budget_frac` of the time (10,000 sockets: about every 3 s).
+The book of installed filters *is* the desired state: a filter planned here goes into the
+next tick's desired tree, and if that apply fails the reconciler's resync adds it again.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Mapping
+
+from policies.model import Policy
+from qosd.classify.dynamic import DynamicFilterBook, to_u32_filter
+from qosd.classify.flowtable import FlowRecord
+from qosd.classify.local import FlowMonitor
+from qosd.tc.tree import DeviceTree, U32Filter
+
+
+class FlowStep:
+    def __init__(self, policy: Policy, monitor: FlowMonitor | None = None,
+                 budget_frac: float = 0.05) -> None:
+        self.monitor = monitor if monitor is not None else FlowMonitor(policy)
+        self.budget_frac = budget_frac
+        self.registered: dict[int, str] = {}
+        self.records: tuple[FlowRecord, ...] = ()
+        self.passes = 0
+        self._next_s = 0.0
+
+    @property
+    def book(self) -> DynamicFilterBook:
+        return self.monitor.book
+
+    def set_policy(self, policy: Policy) -> None:
+        self.monitor.set_policy(policy)
+
+    def register(self, pid: int, cls: str) -> None:
+        self.registered[pid] = cls
+        self._next_s = 0.0               # classify its flows on the next tick
+
+    def unregister(self, pid: int) -> None:
+        self.registered.pop(pid, None)
+        self._next_s = 0.0
+
+    def poll_if_due(self, now_s: float) -> bool:
+        if now_s < self._next_s:
+            return False
+        start = time.perf_counter()
+        result = self.monitor.poll(self.registered)
+        self.book.commit(result.plan)
+        self.records = result.records
+        self.passes += 1
+        self._next_s = now_s + (time.perf_counter() - start) / self.budget_frac
+        return True
+
+    def with_filters(self, tree: DeviceTree, *, mirrored: bool) -> DeviceTree:
+        """`tree` plus one exact filter per flow the book holds, into that class's classid."""
+        if not self.book.installed:
+            return tree
+        classids = {c.name: cid for cid, c in tree.classes.items() if c.name}
+        extra: dict[tuple[int, int], U32Filter] = {}
+        for flt in self.book.installed.values():
+            if flt.cls in classids:
+                u32 = to_u32_filter(flt, classids, mirrored=mirrored)
+                extra[u32.ident] = u32
+        return DeviceTree(ifname=tree.ifname, root=tree.root, classes=tree.classes,
+                          leaves=tree.leaves, filters={**tree.filters, **extra})
+
+    def close(self) -> None:
+        self.monitor.close()
+
+
+def flows_json(records: tuple[FlowRecord, ...], cls: str | None = None,
+               pid: int | None = None) -> list[dict]:
+    return [r.to_json() for r in records
+            if (cls is None or r.cls == cls) and (pid is None or r.pid == pid)]
+
+
+def registered_json(registered: Mapping[int, str]) -> dict[str, str]:
+    return {str(pid): cls for pid, cls in registered.items()}
