@@ -45,3 +45,4 @@ from qosd.cli import policy_cmd  # noqa: E402,F401
 from qosd.cli import daemon_cmd  # noqa: E402,F401
 from qosd.cli import status_cmd  # noqa: E402,F401
 from qosd.cli import classify_cmd, flows_cmd  # noqa: E402,F401
+from qosd.cli import demo_cmd  # noqa: E402,F401

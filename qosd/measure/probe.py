@@ -1,10 +1,11 @@
 """UDP probes to peers: a reflector every qosd host runs, and a prober that measures paths.
 
-Ports and marking, so a policy can match probes (the presets' `{dscp: 34}` does already):
+Ports and marking:
   - the reflector listens on UDP `PROBE_PORT` (29390);
   - a prober sends from the first free UDP port of `PROBER_PORTS` (29391-29398);
-  - both mark their packets DSCP 34 (AF41), so probes ride in the compute class and see
-    the queue compute traffic sees, not the one of a scavenger class.
+  - both mark their packets DSCP 34 (AF41), so beyond the host they get the treatment
+    compute traffic gets, and inside a host they pass qosd's HTB as direct traffic
+    (`_bypass_host_shaper`): the probe measures the path, not the host's own queues.
 
 Probes are 32 bytes at `DEFAULT_RATE_HZ` (10/s) per peer, at most `MAX_RATE_HZ` (50/s):
 ~13 kbit/s per peer at the maximum. Sockets are read through `loop.add_reader` and
@@ -28,6 +29,7 @@ from qosd.measure import peerstats
 from qosd.measure.errors import MeasureError
 from qosd.measure.netns import open_socket
 from qosd.measure.peerstats import PeerEstimator, PeerStats
+from qosd.tc.tree import ROOT_HANDLE
 
 PROBE_PORT = 29390
 PROBER_PORTS = range(29391, 29399)
@@ -65,6 +67,7 @@ def open_probe_socket(ports: Sequence[int], netns: str | None = None,
         sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tos)
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, tos)
         sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        _bypass_host_shaper(sock)
         for port in ports:
             try:
                 sock.bind((bind, port))
@@ -78,6 +81,22 @@ def open_probe_socket(ports: Sequence[int], netns: str | None = None,
     except BaseException:
         sock.close()
         raise
+
+
+def _bypass_host_shaper(sock: socket.socket) -> None:
+    """Send probes through qosd's HTB as direct traffic (skb->priority == the root handle).
+
+    The controller needs the queue *beyond* the host: the queue inside it is qosd's own
+    doing, read exactly from tc backlog. A probe waiting behind a compute burst in the
+    compute class would mistake that burst for an upstream bottleneck and make the
+    controller cut a link that is not full. HTB dequeues direct packets first, unshaped;
+    probes are 32 bytes at <= 50/s per peer. Needs CAP_NET_ADMIN (the daemon is root);
+    without it probes fall back to their DSCP class.
+    """
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_PRIORITY, struct.pack("I", ROOT_HANDLE))
+    except OSError:
+        pass
 
 
 def receive_stamped(sock: socket.socket) -> list[tuple[bytes, tuple, int]]:
