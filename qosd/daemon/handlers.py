@@ -75,7 +75,7 @@ class Handlers:
     def flows(self, params: dict) -> dict:
         step = self._require_flows()
         return {"flows": flows_json(step.records, params.get("class"), params.get("pid")),
-                "passes": step.passes, "dynamic_filters": len(step.book.installed),
+                "passes": step.passes, "last_pass_s": step.last_pass_s, "dynamic_filters": len(step.book.installed),
                 "dynamic_filters_dropped_total": step.book.dropped_total}
 
     def _flow_step(self):
