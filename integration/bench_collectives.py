@@ -72,7 +72,8 @@ def run_workload(hosts: list[Host], args: list[str], seconds: float,
                 argv = ["-m", "collectives.workload", "--rank", str(rank), "--world", str(len(hosts)),
                         "--master", master, "--seconds", str(seconds), *args]
                 if rank == 0:
-                    procs.append(host.python([*argv, "--wait-go"], env=GLOO_ENV, stdin=subprocess.PIPE, stderr=err0))
+                    procs.append(host.python([*argv, "--wait-go"], env=GLOO_ENV, stdin=subprocess.PIPE,
+                                             stderr=err0))
                 else:
                     procs.append(host.python(argv, env=GLOO_ENV, stdin=subprocess.DEVNULL,
                                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
@@ -138,7 +139,8 @@ def sites_runs() -> dict[str, Run]:
             tb.bottleneck(router, core_end.name, SITE_INTER_BPS, FIFO_BYTES)
         for (router, _, _), (_, far_end, far_hosts) in ((sites[0], sites[1]), (sites[1], sites[0])):
             for host in far_hosts:
-                router.run(["ip", "route", "replace", str(host.ifaces[0].v4.network), "via", str(far_end.v4.ip)])
+                net = str(host.ifaces[0].v4.network)
+                router.run(["ip", "route", "replace", net, "via", str(far_end.v4.ip)])
         hosts = [*sites[0][2], *sites[1][2]]
         hosts[0].run(["ping", "-c", "1", "-W", "2", hosts[-1].addr])
         common = ["--tensor-bytes", str(TENSOR_BYTES), "--chunk-bytes", str(1024 * 1024)]
