@@ -37,7 +37,7 @@ def receive(bind: str, port: int, seconds: float, warmup_s: float) -> dict:
     print(json.dumps({"listening": port}), flush=True)
     conn, _ = srv.accept()
     conn.settimeout(1.0)
-    start = time.monotonic()
+    start = time.monotonic()    # CLOCK_MONOTONIC: comparable across processes and namespaces
     total = window_bytes = 0
     window_start = start + warmup_s
     end = start + seconds
@@ -59,7 +59,7 @@ def receive(bind: str, port: int, seconds: float, warmup_s: float) -> dict:
     conn.close()
     srv.close()
     return {"bytes": total, "window_bytes": window_bytes, "window_s": window_s,
-            "rate_bps": window_bytes * 8 / window_s}
+            "rate_bps": window_bytes * 8 / window_s, "accepted_s": start}
 
 
 def send(dst: str, port: int, seconds: float, max_bytes: int, tos: int | None, sport: int | None) -> dict:

@@ -98,10 +98,14 @@ def classify_samples(samples: Iterable[TcpSocketSample], classifier: MemoClassif
     names = {c.name for c in classifier.order}
     registered = {pid: cls for pid, cls in registered.items() if cls in names}
     classify = classifier.classify_fields
+    by_socket = classifier.classify_socket
+    classifier.begin_pass()
     dynamic = classifier.dynamic
     out = []
     for s in samples:
-        static = classify(TCP, s.src, s.dst, s.sport, s.dport, s.dscp)
+        static = (by_socket((s.inode, s.sport, s.dport, s.dscp), TCP, s.src, s.dst, s.sport,
+                            s.dport, s.dscp)
+                  if s.inode else classify(TCP, s.src, s.dst, s.sport, s.dport, s.dscp))
         owner = owners.get(s.inode)
         cls, via = static, "rule"
         if owner is not None:

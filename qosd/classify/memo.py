@@ -64,6 +64,8 @@ class MemoClassifier:
         self._uses_cgroup = any(m.cgroup is not None for m in items)
         self.dynamic = self._uses_process or self._uses_uid or self._uses_cgroup
         self._memo: dict[tuple, str] = {}
+        self._sockets: dict[tuple, str] = {}
+        self._sockets_prev: dict[tuple, str] = {}
         self.hits = 0
         self.misses = 0
 
@@ -95,6 +97,20 @@ class MemoClassifier:
             self._memo.clear()
         cls = self._memo[sig] = self.inner.classify(FlowKey(proto, src, dst, sport, dport, dscp),
                                                     owner if self.dynamic else None)
+        return cls
+
+    def begin_pass(self) -> None:
+        """A new pass over the host's sockets: answers for sockets gone since are dropped."""
+        self._sockets_prev, self._sockets = self._sockets, {}
+
+    def classify_socket(self, key: tuple, proto: int, src: IPAddress, dst: IPAddress,
+                        sport: int, dport: int, dscp: int | None) -> str:
+        """The static class of a socket seen in the last pass is not recomputed: a live
+        socket's 5-tuple never changes, and `key` carries what can (its DSCP)."""
+        cls = self._sockets_prev.get(key)
+        if cls is None:
+            cls = self.classify_fields(proto, src, dst, sport, dport, dscp)
+        self._sockets[key] = cls
         return cls
 
     def classify(self, flow: FlowKey, owner: OwnerInfo | None = None) -> str:

@@ -32,11 +32,16 @@ def _host_port(value: str) -> tuple[str, int]:
 @click.option("--no-reflector", is_flag=True, help="Do not answer other agents' probes.")
 @click.option("--no-flows", is_flag=True,
               help="Static rules only: no per-flow classification (process/uid/cgroup, register).")
+@click.option("--flow-budget", type=click.FloatRange(0.001, 0.5), default=0.015, show_default=True,
+              help="Share of one core flow classification may use. A pass costs at least the "
+                   "kernel's TCP hash walk (~4 ms on some hosts): raise this for new flows "
+                   "classified within one control interval.")
 @click.option("--state-dir", default="/run/qosd", show_default=True,
               help="Where class names are remembered between runs.")
 @click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
 def run(policy_path: str, socket_path: str, metrics: str, clear_on_exit: bool, force: bool,
-        no_reflector: bool, no_flows: bool, state_dir: str, verbose: int) -> None:
+        no_reflector: bool, no_flows: bool, flow_budget: float, state_dir: str,
+        verbose: int) -> None:
     """The daemon: control loop at the policy's interval, local API, metrics.
 
     Applies the policy's static tree, then every `control.interval` measures classes and
@@ -50,7 +55,7 @@ def run(policy_path: str, socket_path: str, metrics: str, clear_on_exit: bool, f
     config = DaemonConfig(policy_path=policy_path, socket_path=socket_path,
                           metrics_addr=None if metrics == "off" else _host_port(metrics),
                           clear_on_exit=clear_on_exit, force=force, reflector=not no_reflector,
-                          flows=not no_flows, state_dir=state_dir)
+                          flows=not no_flows, flow_budget=flow_budget, state_dir=state_dir)
     sys.exit(asyncio.run(Daemon(config).run()))
 
 

@@ -47,6 +47,7 @@ class DaemonConfig:
     reflector: bool = True
     probe_rate_hz: float = 10.0
     flows: bool = True
+    flow_budget: float = 0.015
     state_dir: str = "/run/qosd"
     stall_s: float = 2.0
 
@@ -107,7 +108,8 @@ class Daemon:
         if self.loop_ is None:
             self.loop_ = ControlLoop(policy=policy, tree=tree, kernel=self.shaper.kernel,
                                      reconcile=self.shaper.reconcile, peers=self._peer_stats,
-                                     flows=FlowStep(policy) if self.config.flows else None)
+                                     flows=FlowStep(policy, budget_frac=self.config.flow_budget)
+                                     if self.config.flows else None)
         else:
             self.loop_.reload(policy, tree)
         self._restart_prober()
