@@ -9,33 +9,14 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from dataclasses import dataclass
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import Protocol, Sequence, runtime_checkable
+
+from qosd.telemetry import TelemetryRecord
 
 
-@dataclass(frozen=True)
-class CollectiveRecord:
-    job: str
-    op: str
-    size_bytes: int
-    duration_s: float
-    chunk_bytes: int
-    grant_bps: int | None
-    rank: int
-    step: int
-
-    def to_params(self) -> dict[str, Any]:
-        """The `telemetry` request's params (docs/API.md spells size as `bytes`)."""
-        return {
-            "job": self.job,
-            "op": self.op,
-            "bytes": self.size_bytes,
-            "duration_s": self.duration_s,
-            "chunk_bytes": self.chunk_bytes,
-            "grant_bps": self.grant_bps,
-            "rank": self.rank,
-            "step": self.step,
-        }
+# One record shape on both ends of the `telemetry` API method: what a job reports is what the
+# daemon stores and exports.
+CollectiveRecord = TelemetryRecord
 
 
 @runtime_checkable
