@@ -12,7 +12,8 @@ import pytest
 
 from policies.model import Link, Match, Policy, PortRange, RateSpec, TrafficClass
 from qosd.tc.build import build_tree, class_minors, with_rates
-from qosd.tc.plan import PlanError, describe, invert, ops_to_json, plan, plan_device, same
+from qosd.tc.plan import PlanError, invert, plan, plan_device, same
+from qosd.tc.render import describe, ops_to_json
 from qosd.tc.simulate import SimulationError, simulate
 from qosd.tc.tree import (ROOT_CLASSID, DeviceTree, HtbClass, Op, TcTree, U32Filter,
                           classid)

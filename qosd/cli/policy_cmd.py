@@ -43,7 +43,7 @@ def apply(file: str, dry_run: bool, as_json: bool, force: bool, netns: str | Non
     """
     from policies import load_policy
     from qosd.shaper import open_reconciler
-    from qosd.tc.plan import describe, ops_to_json
+    from qosd.tc.render import describe, ops_to_json
 
     pol = load_policy(file)
     result = open_reconciler(netns).apply_policy(pol, dry_run=dry_run, force=force)

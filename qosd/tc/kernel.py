@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Protocol, Sequence
 
 from qosd.errors import NetlinkError
-from qosd.tc.plan import fmt_u32_handle
+from qosd.tc.tree import fmt_u32_handle
 from qosd.tc.tree import (HtbClass, HtbRoot, IngressRedirect, LeafQdisc, Op, TcTree, U32Filter,
                           fmt_handle)
 

@@ -11,7 +11,7 @@ from typing import Any, Mapping
 
 from qosd.tc.caps import PREFERRED_LEAF, LeafChoice
 from qosd.tc.kernel import ClassStats, TcKernel
-from qosd.tc.plan import fmt_rate
+from qosd.tc.tree import fmt_rate
 from qosd.tc.tree import DeviceTree, fmt_handle, minor_of
 
 _NO_STATS = ClassStats(0, 0, 0, 0, 0, 0)
