@@ -56,6 +56,8 @@ def test_a_process_rule_puts_an_unmatched_port_in_compute_and_removes_its_filter
         classified_s = time.monotonic()
         assert flow["class"] == "compute" and flow["via"] == "owner", flow
         assert "trainer" in flow["cmdline"]
+        _wait(lambda: f"flow:{s.addr}" in api.call("status")["peers"], 5,
+              "the trainer's peer to be learned from its flow and probed")
         sent = json.loads(sender.communicate(timeout=SECONDS + 20)[0].strip().splitlines()[-1])["sent"]
         accepted_s = json.loads(receiver.communicate(timeout=20)[0].strip().splitlines()[-1])["accepted_s"]
         latency_s = classified_s - accepted_s

@@ -22,6 +22,7 @@ from qosd.api.server import ApiServer
 from qosd.daemon.flows import FlowStep
 from qosd.daemon.handlers import Handlers
 from qosd.daemon.loop import ControlLoop
+from qosd.daemon.peers import PeerSet
 from qosd.daemon.snapshot import metrics_snapshot
 from qosd.tc.build import class_minors
 from qosd.metrics import QosdCollector, serve_metrics
@@ -93,6 +94,8 @@ class Daemon:
         self.loop_: ControlLoop | None = None
         self.prober: Prober | None = None
         self._prober_stop = asyncio.Event()
+        self.peer_set = PeerSet()
+        self._peer_passes = 0
 
     # -- policy ----------------------------------------------------------------------
     def _apply_static(self, policy: Policy) -> tuple[TcTree, int]:
@@ -131,10 +134,20 @@ class Daemon:
             self._prober_stop.set()
             self.prober.close()
             self.prober = None
-        if self.policy.peers and self.stop_event is not None:
+        if self.stop_event is not None:
             self.prober = Prober(self.policy.peers, rate_hz=self.config.probe_rate_hz)
             self._prober_stop = asyncio.Event()
             asyncio.get_running_loop().create_task(self.prober.run(stop=self._prober_stop))
+
+    def _learn_peers(self, now_s: float) -> None:
+        """After a flow pass, probe the far ends of the host's protected flows too."""
+        flows = self.loop_.flows if self.loop_ is not None else None
+        if self.prober is None or flows is None or flows.passes == self._peer_passes:
+            return
+        self._peer_passes = flows.passes
+        peers = self.peer_set.update(self.policy, flows.records, now_s)
+        if peers != self.prober.peers:
+            self.prober.set_peers(peers)
 
     def _peer_stats(self):
         return self.prober.stats() if self.prober is not None else {}
@@ -185,6 +198,7 @@ class Daemon:
         while not self.stop_event.is_set():
             try:
                 self.loop_.tick()
+                self._learn_peers(time.monotonic())
             except Exception:  # noqa: BLE001 - one bad tick must not kill the daemon
                 log.exception("control tick failed")
             watchdog.kick()

@@ -173,16 +173,26 @@ class Prober:
             raise BadInput(f"probe rate {rate_hz} Hz outside (0, {MAX_RATE_HZ:g}] Hz")
         self.rate_hz = rate_hz
         self.port = port
-        self.peers = tuple(peers)
-        self.estimators = {p.name: PeerEstimator(p.name, str(p.address), timeout_s=timeout_s,
-                                                 base_window_s=base_window_s)
-                           for p in self.peers}
+        self.timeout_s = timeout_s
+        self.base_window_s = base_window_s
+        self.peers: tuple[Peer, ...] = ()
+        self.estimators: dict[str, PeerEstimator] = {}
+        self.set_peers(peers)
         self.sock = open_probe_socket(source_ports, netns)
         self._seq = itertools.count(1)
         self._seq_peer: dict[int, str] = {}
 
     def close(self) -> None:
         self.sock.close()
+
+    def set_peers(self, peers: Sequence[Peer]) -> None:
+        """Probe these peers from now on; a peer kept (same name and address) keeps its history."""
+        kept = {p.name: self.estimators[p.name] for p in peers
+                if p.name in self.estimators and self.estimators[p.name].address == str(p.address)}
+        self.peers = tuple(peers)
+        self.estimators = {p.name: kept.get(p.name) or PeerEstimator(
+            p.name, str(p.address), timeout_s=self.timeout_s, base_window_s=self.base_window_s)
+            for p in self.peers}
 
     def stats(self, now_s: float | None = None) -> dict[str, PeerStats]:
         now = time.monotonic() if now_s is None else now_s
@@ -229,8 +239,8 @@ class Prober:
             probe = peerstats.decode_probe(data)
             if probe is None or probe.kind != peerstats.KIND_REPLY:
                 continue
-            name = self._seq_peer.pop(probe.seq, None)
-            if name is None or _unmapped(addr[0]) != _unmapped(self.estimators[name].address):
-                continue
-            self.estimators[name].on_reply(probe.seq, peerstats.probe_rtt_s(probe, t4_ns), now)
+            est = self.estimators.get(self._seq_peer.pop(probe.seq, None) or "")
+            if est is None or _unmapped(addr[0]) != _unmapped(est.address):
+                continue             # unknown, or its peer was dropped since it was sent
+            est.on_reply(probe.seq, peerstats.probe_rtt_s(probe, t4_ns), now)
 
