@@ -16,7 +16,10 @@ from integration.scenario import ScenarioConfig
 
 SECONDS = 10.0
 WIDE_MARGIN = 0.5          # qosd's mean step at most half of FIFO's
-DISK_FLOOR_SHARE = 0.20    # of the uplink
+# A 2 MiB all-reduce every ~0.2 s is ~85 mbit/s: compute alone nearly fills the uplink, so
+# "disk still moves" means disk keeps (most of) its 10% guarantee, i.e. is not starved.
+DISK_GUARANTEE_SHARE = 0.10
+DISK_FLOOR_OF_GUARANTEE = 0.7
 
 
 @pytest.mark.root
@@ -34,6 +37,7 @@ def test_qosd_beats_fifo_on_step_time_and_disk_still_moves():
                f"{len(qosd.decisions)} decisions")
     assert len(fifo.step_times_s) >= 2 and len(qosd.step_times_s) >= 10, summary
     assert qosd.mean_step_s <= WIDE_MARGIN * fifo.mean_step_s, summary
-    assert qosd.disk_rate_bps >= DISK_FLOOR_SHARE * cfg.uplink_bps, summary
-    assert fifo.disk_rate_bps >= DISK_FLOOR_SHARE * cfg.uplink_bps, summary
+    disk_floor_bps = DISK_FLOOR_OF_GUARANTEE * DISK_GUARANTEE_SHARE * cfg.uplink_bps
+    assert qosd.disk_rate_bps >= disk_floor_bps, summary
+    assert fifo.disk_rate_bps >= disk_floor_bps, summary
     assert qosd.decisions, "the daemon's status reported no controller decision"
