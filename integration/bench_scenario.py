@@ -71,8 +71,14 @@ def _step_lines(r: Mapping[str, ModeResult]) -> list[BenchLine]:
     return lines
 
 
+# Rates are TCP goodput measured at the receivers; the router's HTB counts whole frames. A
+# full-size segment carries 1448 payload bytes (1500 MTU - 20 IP - 32 TCP with timestamps) in
+# a 1514-byte frame, so a link of R bit/s delivers at most R * 1448/1514 of goodput.
+GOODPUT_PER_LINK_BIT = 1448 / 1514
+
+
 def _qosd_lines(r: ModeResult, cfg: ScenarioConfig) -> list[BenchLine]:
-    free_bps = max(1.0, cfg.router_bps - r.compute_rate_bps)
+    free_bps = max(1.0, cfg.router_bps * GOODPUT_PER_LINK_BIT - r.compute_rate_bps)
     share = r.disk_rate_bps / free_bps
     p99 = r.delay_percentile_s(99, "bottleneck")
     return [
