@@ -71,7 +71,10 @@ def test_disk_alone_grows_to_the_link_while_compute_keeps_its_guarantee():
     cut = [d for d in decisions_in(steps, 1.0, 2.0) if d.cls == "disk" and d.field == "ceil"]
     assert cut and min(d.new_bps for d in cut) <= 20 * MBIT
     grew = [d for d in decisions_in(steps, 2.0) if d.cls == "disk" and d.field == "ceil"]
-    assert grew and all(d.reason == "delay-under-target" for d in grew if d.new_bps > d.old_bps)
+    assert [d for d in grew if d.reason == "delay-under-target"]
+    # once back at the (cut) link, its ceil follows the link's own probes up
+    assert all(d.reason in ("delay-under-target", "upstream-clear")
+               for d in grew if d.new_bps > d.old_bps)
     end = steps[-1]
     link = end.state.autorate.link_bps
     disk = next(c for c in end.state.classes if c.name == "disk")
@@ -102,8 +105,10 @@ def test_upstream_drop_is_cut_within_a_tick_and_recovers_after():
     assert sum(s.delivered_bps["compute"] for s in during) / len(during) >= 0.9 * 30 * MBIT
     after = decisions_in(steps, 15.0)
     assert any(d.field == "link" and d.reason == "upstream-clear" for d in after)
+    # the estimate is kept until a cut replaces it: after the plateau hold, convex probe
+    # steps (doubling, at most probe_step_max_frac) find the capacity that came back
     recovered = next(s for s in steps if s.tick.now_s >= 15.0 and s.state.autorate.link_bps == 100 * MBIT)
-    assert recovered.tick.now_s <= 15.0 + 8.0
+    assert recovered.tick.now_s <= 15.0 + 10.0
     assert steps[-1].delivered_bps["disk"] >= 60 * MBIT
 
 

@@ -63,3 +63,17 @@ def test_the_queue_drains_once_the_offered_load_falls_below_capacity():
     peak = max(s.queue_delay_s for s in steps)
     assert peak > 0.05 and steps[-1].queue_delay_s == 0.0
     assert abs(steps[-1].tick.classes["disk"].tx_rate_bps - 40 * MBIT) < 1
+
+
+def test_a_shaper_at_the_bottlenecks_rate_never_drains_a_queue_and_one_a_bit_over_fills_it():
+    dip = piecewise([(0, 100 * MBIT), (1.0, 80 * MBIT), (1.3, 100 * MBIT)])
+    demand = {"disk": piecewise([(0, 200 * MBIT)])}
+    exact = run_trace(POLICY, Trace(datetime(2024, 1, 1), dip, demand), 50, tuning=FROZEN)
+    left = exact[15].queue_delay_s
+    assert left > 0.005                                     # what the dip left behind ...
+    assert all(abs(s.queue_delay_s - left) < 1e-9 for s in exact[15:])   # ... stays for good
+    over = run_trace(POLICY, Trace(datetime(2024, 1, 1), piecewise([(0, 100 * MBIT)]), demand,
+                                   shaper_excess=0.01), 50, tuning=FROZEN)
+    delays = [s.queue_delay_s for s in over]
+    assert delays[0] > 0 and all(b > a for a, b in zip(delays, delays[1:]))
+    assert abs(over[-1].tick.link_tx_rate_bps - 101 * MBIT) < 1

@@ -1,15 +1,55 @@
-"""Link autorate: find an upstream bottleneck from delay and shape just below it.
+"""Link autorate: find the bottleneck beyond the host from delay and shape just below it.
 
-When the queue builds beyond the host (an office uplink slower than the configured link),
-the host's own classes never see it: only the delay to peers does. Shaping the HTB root
-below the bottleneck moves that queue back into the host, where classes and priorities
-apply. Against cake-autorate (cut ~150-300 ms after onset, then continuous probing):
-- it cuts on the first tick a queue is seen when the delay is severe (a capacity drop),
-  on the second when it is mild, never on a lone outlier;
-- it cuts to a bottleneck rate estimated by queue conservation, not by a fixed factor;
-- it climbs back fast to a plateau just under that estimate, sits there for a hold that
-  doubles each time the same level is hit again, and only then creeps past it, so a
-  steady bottleneck costs one short excursion every few seconds instead of a sawtooth.
+When the queue builds beyond the host (an office uplink slower than the configured link,
+or one exactly as fast), the host's own classes never see it: only the delay to peers does.
+Shaping the HTB root below the bottleneck moves that queue back into the host, where
+classes and priorities apply. A shaper at the bottleneck's own rate is not enough: it never
+drains a queue that a burst left behind, so the link has to settle a little below it.
+
+The delay it reads is noisy in known ways: it lags the queue (a smoothed RTT), moves in
+probe-sized steps that alias with the ticks (a one-tick slope doubles on a tick that saw
+two probes), and on a loaded host has a floor and a wander of a few ms that no rate
+removes. Every rule below is shaped by that.
+
+Evidence that the shaped link is at or above the bottleneck:
+- building: delay over target and rising faster than noise (a capacity drop, cross
+  traffic): cut on the first tick when severe, on the second when mild;
+- a probe hit: past the plateau, the delay went over target or rose by `probe_rise_mult`
+  targets since the last step: the step found the bottleneck again, so go back at once
+  (scavengers hold still meanwhile: a yielding scavenger would hide the cause and saw);
+- persistent: delay over target for `link_persist_s` with the link not full (the
+  bottleneck is upstream of a rate the host does not even reach), or past its plateau, or
+  the delay severe (at the plateau a mild excursion over target may be the host's own
+  wander: cutting on each would ratchet the plateau down);
+- standing: with no bottleneck remembered, delay above the hold band on a full link in
+  `link_standing_share` of recent ticks: a shaper at exactly the bottleneck's rate never
+  drains its queue, or leaves a scavenger to saw on it. Read over a second or so, this one
+  counts while the queue shrinks; the others wait: the rate is below the bottleneck now.
+
+A cut goes to `link_settle_frac` of the bottleneck estimate, deeper while a standing queue
+drains, and the estimate is remembered (cake-autorate's and StormGuard's memory of the last
+bad rate). The estimate is queue conservation at a FIFO, rate in / (1 + d(delay)/dt). The slope is
+taken over two ticks, over one only for the first cut of an episode (where two ticks count
+the onset of a rise half). The rate in is this tick's send rate while the queue builds
+(the senders push into it now), else the shaped rate on a full link or the host's send
+rate smoothed over a few ticks (one tick's wobbles with bursts, and stalls while the
+senders react to the queue). A first cut on such a sample can go too deep; the queue then
+drains, and its draining slope corrects the estimate upward (conservation again) before
+the link returns to the plateau. After a mild probe hit the bottleneck lies between the level
+the step left, which held a while, and the one it reached: the estimate is their middle. A
+cut takes at most `1 - link_cut_deepest` of the link, and the next waits
+`link_refractory_s` (cake-autorate's refractory period: a second cut on the first one's
+stale growth would take the estimate, and the plateau with it, far below the bottleneck),
+so a large capacity drop takes two or three cuts rather than one guess on the noisiest
+sample.
+
+Once the delay is under target again the link returns straight to the plateau and holds
+it; the hold doubles each time the same level is hit again. Then it probes above, one step
+per `probe_step_s`, each twice the last (convex, as CUBIC leaves its plateau) up to
+`probe_step_max_frac`, so a steady bottleneck costs one short excursion per hold, and one
+that went away, or was underestimated, is found again within a few steps. Probing needs the
+delay under target, not within the hold band: a rule waiting for a loaded host's delay
+floor to clear would leave an underestimate in place for good.
 """
 
 from __future__ import annotations
@@ -27,89 +67,149 @@ EPS_S = 1e-9
 @dataclass(frozen=True)
 class AutorateState:
     link_bps: int
-    over_since_s: float | None = None
-    clear_since_s: float | None = None
+    over_since_s: float | None = None      # filtered delay over target since
+    calm_since_s: float | None = None      # filtered delay at or under target since
     last_cut_s: float | None = None
+    last_probe_s: float | None = None
+    probe_delay_s: float = 0.0             # filtered delay when the last probe step began
+    probe_from_bps: int = 0                # the link before that step
+    cut_from_bps: int = 0                  # the link before the last cut
     capacity_hint_bps: int | None = None   # bottleneck estimate at the last cut
-    hold_s: float = 0.5                    # how long to sit at the plateau before creeping on
+    hold_s: float = 2.0                    # how long to sit at the plateau before probing
+    probe_streak: int = 0                  # probe steps since the plateau: each doubles
+    tx_avg_bps: float | None = None        # the host's send rate, smoothed over a few ticks
+    band_share: float = 0.0                # smoothed share of recent ticks above the band
+
+
+def _since(active: bool, since_s: float | None, now_s: float) -> float | None:
+    return (now_s if since_s is None else since_s) if active else None
+
+
+def _for(since_s: float | None, now_s: float, seconds: float) -> bool:
+    return since_s is not None and now_s - since_s >= seconds - EPS_S
 
 
 def update_link(st: AutorateState, view: DelayView, tick: Tick, policy_link_bps: int,
-                interval_s: float, tuning: Tuning,
-                scavengers_spent: bool) -> tuple[AutorateState, Reason | None]:
-    """The next shaped link rate. `scavengers_spent` says every scavenger already sits at
-    its guarantee, so delay that persists on a full link cannot be yielded away locally."""
+                interval_s: float, tuning: Tuning) -> tuple[AutorateState, Reason | None]:
+    """The next shaped link rate, and why it moved (None: it did not)."""
     now = tick.now_s
-    over_since = (now if st.over_since_s is None else st.over_since_s) if view.over else None
-    clear_since = (now if st.clear_since_s is None else st.clear_since_s) if view.clear else None
-    if over_since != st.over_since_s or clear_since != st.clear_since_s:
-        st = replace(st, over_since_s=over_since, clear_since_s=clear_since)
-    if view.over:
-        return _maybe_cut(st, view, tick, policy_link_bps, interval_s, tuning, scavengers_spent)
-    if view.clear and st.link_bps < policy_link_bps:
-        return _maybe_probe(st, now, policy_link_bps, tuning)
+    band = view.delay_s is not None and view.delay_s > tuning.hold_band * view.target_s
+    tx, avg = tick.link_tx_rate_bps, st.tx_avg_bps
+    st = replace(st, over_since_s=_since(view.over, st.over_since_s, now),
+                 calm_since_s=_since(not view.over, st.calm_since_s, now),
+                 tx_avg_bps=tx if avg is None else avg + tuning.link_tx_gain * (tx - avg),
+                 band_share=st.band_share + tuning.link_share_gain * (band - st.band_share))
+    if view.raw_s is None and st.capacity_hint_bps is not None:
+        st = replace(st, capacity_hint_bps=None)   # blind: back to the policy, not a guess
+    if band:
+        cut = _maybe_cut(st, view, tick, policy_link_bps, interval_s, tuning)
+        if cut is not None:
+            return cut, "upstream-bottleneck"
+    st = _refine_on_drain(st, view, now, tuning)
+    if not view.over and st.link_bps < policy_link_bps:
+        return _maybe_probe(st, view, now, policy_link_bps, tuning)
     return st, None
 
 
-def _maybe_cut(st: AutorateState, view: DelayView, tick: Tick, policy_link_bps: int,
-               interval_s: float, tuning: Tuning,
-               scavengers_spent: bool) -> tuple[AutorateState, Reason | None]:
-    """Cut when the queue beyond the host is ours to drain.
+def plateau_bps(st: AutorateState, tuning: Tuning) -> int | None:
+    """Where the link rests below the last bottleneck estimate; None without one."""
+    hint = st.capacity_hint_bps
+    return None if hint is None else int(tuning.link_settle_frac * hint)
 
-    The delay probes see only queueing past the host's shaper, so a delay that keeps
-    growing means the host sends more than the bottleneck carries; queue conservation at
-    a FIFO gives the bottleneck rate as tx / (1 + d(delay)/dt). A link that is not full
-    is cut below that at once; so is a full link while the queue still grows. A standing
-    queue on a full link is left to the scavengers to yield first, and cut only when every
-    scavenger has already yielded and the delay persists.
-    """
-    now, tx_bps, link_bps = tick.now_s, tick.link_tx_rate_bps, st.link_bps
-    if tx_bps < tuning.link_min_load_frac * policy_link_bps or view.draining:
-        return st, None
-    holdoff_s = max(interval_s, tick.path.rtt_s or 0.0)
+
+def is_probing(st: AutorateState, policy_link_bps: int, tuning: Tuning) -> bool:
+    """Past the plateau: a delay that appears now is the probe's doing, and autorate's
+    to undo by returning to the plateau, not a scavenger's to yield."""
+    plateau = plateau_bps(st, tuning)
+    slack_bps = tuning.min_change_frac * policy_link_bps / 2
+    return plateau is not None and st.link_bps > plateau + slack_bps
+
+
+def _maybe_cut(st: AutorateState, view: DelayView, tick: Tick, policy_link_bps: int,
+               interval_s: float, tuning: Tuning) -> AutorateState | None:
+    now, tx_bps, link_bps = tick.now_s, st.tx_avg_bps or 0.0, st.link_bps
+    if tx_bps < tuning.link_min_load_frac * policy_link_bps:
+        return None
+    holdoff_s = max(interval_s, tick.path.rtt_s or 0.0, tuning.link_refractory_s)
     if st.last_cut_s is not None and now - st.last_cut_s < holdoff_s - EPS_S:
-        return st, None
-    estimate_bps = tx_bps / (1.0 + view.growth)
+        return None
     min_change_bps = tuning.min_change_frac * policy_link_bps
-    if tx_bps >= tuning.link_full_frac * link_bps:
-        assert st.over_since_s is not None
-        persisted = scavengers_spent and now - st.over_since_s >= tuning.link_persist_s - EPS_S
-        if not persisted and view.growth <= 0.0:
-            return st, None
-    floor_bps = int(tuning.link_floor_frac * policy_link_bps)
-    new_bps = max(floor_bps, int(tuning.link_cut_margin * estimate_bps))
+    full = tx_bps >= tuning.link_full_frac * link_bps
+    plateau = plateau_bps(st, tuning)
+    probing = is_probing(st, policy_link_bps, tuning)
+    delay_s = view.delay_s or 0.0
+    severe = delay_s >= tuning.link_severe_mult * view.target_s
+    building = view.over and view.growth >= tuning.link_growth_min
+    probe_hit = probing and (view.over or delay_s - st.probe_delay_s
+                             >= tuning.probe_rise_mult * view.target_s)
+    persistent = (_for(st.over_since_s, now, tuning.link_persist_s)
+                  and (probing or severe or not full))
+    standing = plateau is None and full and st.band_share >= tuning.link_standing_share
+    shrinking = view.draining or view.slope < 0.0
+    if not (building or standing or ((probe_hit or persistent) and not shrinking)):
+        return None
+    fresh = st.last_cut_s is None or now - st.last_cut_s > tuning.link_episode_s
+    slope = max(view.slope, view.growth) if fresh else view.slope
+    if probe_hit and not (building or severe):
+        estimate_bps = (min(st.probe_from_bps, link_bps) + link_bps) / 2.0
+    else:
+        rate_in = tick.link_tx_rate_bps if building else link_bps if full else tx_bps
+        estimate_bps = min(float(link_bps), rate_in / (1.0 + slope))
+    drain = 1.0 - delay_s / tuning.link_drain_s
+    factor = max(tuning.link_drain_floor, min(tuning.link_settle_frac, drain))
+    new_bps = max(int(tuning.link_floor_frac * policy_link_bps),
+                  int(max(factor * estimate_bps, tuning.link_cut_deepest * link_bps)))
     if link_bps - new_bps < min_change_bps:
-        return st, None
+        return None
     hint = st.capacity_hint_bps
     again = hint is not None and abs(estimate_bps - hint) <= tuning.probe_near_frac * hint
-    hold_s = min(2 * st.hold_s, tuning.probe_hold_max_s) if again else tuning.probe_hold_s
-    return replace(st, link_bps=new_bps, last_cut_s=now,
-                   capacity_hint_bps=int(estimate_bps), hold_s=hold_s), "upstream-bottleneck"
+    hold_s = min(2 * st.hold_s, tuning.plateau_hold_max_s) if again else tuning.plateau_hold_s
+    return replace(st, link_bps=new_bps, last_cut_s=now, capacity_hint_bps=int(estimate_bps),
+                   hold_s=hold_s, probe_streak=0, band_share=0.0, cut_from_bps=link_bps)
 
 
-def _maybe_probe(st: AutorateState, now: float, policy_link_bps: int,
+def _refine_on_drain(st: AutorateState, view: DelayView, now: float,
+                     tuning: Tuning) -> AutorateState:
+    """Soon after a cut, a queue that drains on a full link tells how far below the
+    bottleneck the cut went: conservation again, with the slope negative. Raising the
+    estimate (never past the link that was cut) lets an over-cut return to a plateau near
+    the bottleneck at once instead of probing up to it for seconds."""
+    hint, link_bps = st.capacity_hint_bps, st.link_bps
+    slope = min(view.slope, view.step_slope)
+    band_s = tuning.hold_band * view.target_s
+    queued = min(view.raw_s or 0.0, view.prev_raw_s or 0.0) > band_s   # all tick long
+    if (hint is None or st.last_cut_s is None or slope >= 0.0 or not queued
+            or now - st.last_cut_s > tuning.link_episode_s
+            or (st.tx_avg_bps or 0.0) < tuning.link_full_frac * link_bps):
+        return st
+    drained = min(float(st.cut_from_bps), link_bps / (1.0 + slope))
+    return replace(st, capacity_hint_bps=int(drained)) if drained > hint else st
+
+
+def _maybe_probe(st: AutorateState, view: DelayView, now: float, policy_link_bps: int,
                  tuning: Tuning) -> tuple[AutorateState, Reason | None]:
-    """Climb fast to a plateau just under the last bottleneck estimate, sit there until
-    the (backed-off) hold since the cut has passed, then creep past it; far above the
-    estimate it is stale and the climb is fast again."""
-    assert st.clear_since_s is not None
-    since_cut = st.clear_since_s if st.last_cut_s is None else max(st.clear_since_s, st.last_cut_s)
-    if now - since_cut < tuning.probe_hold_s - EPS_S:
+    """Back to the plateau, then past it after the hold, one growing step at a time; with
+    no estimate at all, climb fast. Every step needs the delay under target for a while."""
+    assert st.calm_since_s is not None
+    calm_from = st.calm_since_s if st.last_cut_s is None else max(st.calm_since_s, st.last_cut_s)
+    if now - calm_from < tuning.probe_hold_s - EPS_S:
         return st, None
     hint, link_bps = st.capacity_hint_bps, st.link_bps
-    fast_bps = int(tuning.probe_fast_frac * policy_link_bps)
-    min_change_bps = tuning.min_change_frac * policy_link_bps
-    plateau_bps = int(tuning.probe_plateau_frac * hint) if hint is not None else 0
-    if hint is None or link_bps > (1 + tuning.probe_near_frac) * hint:
-        new_bps = link_bps + fast_bps
-    elif link_bps < plateau_bps - min_change_bps:
-        new_bps = min(link_bps + fast_bps, plateau_bps)
+    plateau = plateau_bps(st, tuning)
+    min_change_bps = int(tuning.min_change_frac * policy_link_bps)
+    if plateau is not None and link_bps < plateau - min_change_bps:
+        new_bps, streak = plateau, 0
+    elif hint is None:
+        new_bps, streak = link_bps + int(tuning.probe_fast_frac * policy_link_bps), 0
     else:
-        if now - since_cut < st.hold_s - EPS_S:
+        assert st.last_cut_s is not None
+        if (now - st.last_cut_s < st.hold_s - EPS_S
+                or (st.last_probe_s is not None
+                    and now - st.last_probe_s < tuning.probe_step_s - EPS_S)):
             return st, None
-        new_bps = link_bps + int(tuning.probe_slow_frac * policy_link_bps)
+        step = min(int(tuning.probe_slow_frac * hint) << min(st.probe_streak, 16),
+                   int(tuning.probe_step_max_frac * policy_link_bps))
+        new_bps, streak = link_bps + max(min_change_bps, step), st.probe_streak + 1
     new_bps = min(policy_link_bps, new_bps)
-    if new_bps == policy_link_bps:
-        return replace(st, link_bps=new_bps, capacity_hint_bps=None,
-                       hold_s=tuning.probe_hold_s), "upstream-clear"
-    return replace(st, link_bps=new_bps), "upstream-clear"
+    return replace(st, link_bps=new_bps, last_probe_s=now, probe_streak=streak,
+                   probe_delay_s=view.delay_s or 0.0, probe_from_bps=link_bps), "upstream-clear"

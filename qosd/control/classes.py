@@ -34,6 +34,10 @@ class ClassState:
     idle_since_s: float | None = None
     idle_peak_bps: float = 0.0        # the most a quiet compute class used in this quiet spell
     last_cut_s: float | None = None
+    cut_from_bps: int | None = None   # what a scavenger sent when delay last made it yield
+    cutting: bool = False             # ... and the delay has not been under target since
+    grow_credit_bps: float = 0.0      # growth earned but below the minimum tc change
+    grow_streak: int = 0              # growth steps in a row with no cut level to respect
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,7 @@ class TickContext:
     view: DelayView
     holdoff_s: float        # at most one scavenger cut per this (max of interval and RTT)
     tuning: Tuning
+    link_probing: bool = False   # autorate is past its plateau: a new delay is its to undo
 
 
 def fresh(cls: TrafficClass, limits: ClassLimits) -> ClassState:
@@ -108,9 +113,19 @@ def _with_headroom(used_bps: float, ceil_bps: int, ctx: TickContext) -> int:
 def update_scavenger(cs: ClassState, sample: ClassSample | None, limits: ClassLimits,
                      prev_limits: ClassLimits | None, ctx: TickContext,
                      limits_reason: Reason | None) -> tuple[ClassState, Reason | None]:
-    """LEDBAT-like: a multiplicative cut scaled by how far delay is over target (at most
-    once per holdoff, and not while the queue is already draining), additive growth while
-    delay is clear and the class is held back by its ceil."""
+    """LEDBAT-like yield, CUBIC-like regrowth.
+
+    Over target, a scavenger that borrows past its rate yields: its ceil is cut below what
+    it sends, deeper the further over target (at most once per holdoff, and not while the
+    queue already drains, nor while autorate probes past its plateau and will undo its own
+    step). One that sends no more than its rate is left alone: the delay is not its doing
+    (a full link is autorate's job), and a lower ceil would only keep it out of the gaps
+    other classes leave. Under target, while its ceil holds it back, it grows
+    in proportion to how far under target the delay is: steadily up to the level it sent at
+    when the delay appeared, slowly near it, faster and faster past it, so yield and
+    regrowth settle instead of sawing, and a class the link holds back anyway reaches its
+    cap in a few changes rather than dozens.
+    """
     tuning, view, g, c = ctx.tuning, ctx.view, limits.guarantee_bps, limits.ceil_bps
     start = _clamp(cs.target_bps, g, c)
     min_change_bps = tuning.min_change_frac * ctx.policy_link_bps
@@ -120,23 +135,52 @@ def update_scavenger(cs: ClassState, sample: ClassSample | None, limits: ClassLi
     tx_bps = sample.tx_rate_bps if sample is not None else 0.0
     backlog = sample.backlog_bytes if sample is not None else 0
     cap = min(c, ctx.link_bps)
-    candidate, why, last_cut = start, None, cs.last_cut_s
-    may_cut = last_cut is None or ctx.now_s - last_cut >= ctx.holdoff_s - EPS_S
-    if view.over and not view.draining and may_cut:
+    nxt = replace(cs, cutting=cs.cutting and view.over, grow_credit_bps=0.0, grow_streak=0)
+    candidate, why = start, None
+    may_cut = cs.last_cut_s is None or ctx.now_s - cs.last_cut_s >= ctx.holdoff_s - EPS_S
+    borrowing = tx_bps > cs.rate_bps + min_change_bps
+    if view.over and not view.draining and may_cut and borrowing and not ctx.link_probing:
         factor = _clamp(1.0 - 0.5 * view.excess, tuning.scavenger_cut_min,
                         tuning.scavenger_cut_max)
-        base = min(cs.ceil_bps, max(int(tx_bps), cs.rate_bps))
-        candidate, why = max(g, min(start, int(base * factor))), "delay-over-target"
-    elif view.clear and start < cap and is_busy(tx_bps, backlog, cs.ceil_bps, tuning.busy_frac):
-        candidate = min(cap, start + int(tuning.scavenger_grow_frac * ctx.policy_link_bps))
-        why = "delay-under-target"
-    new = candidate if _significant(start, candidate, limits, ctx) or candidate == cap else start
-    if why == "delay-over-target" and new != start:
-        last_cut = ctx.now_s
+        base = min(start, int(tx_bps))
+        candidate, why = max(g, int(base * factor)), "delay-over-target"
+        if candidate < start:
+            cut_from = max(base, cs.cut_from_bps or 0) if cs.cutting else base
+            nxt = replace(nxt, last_cut_s=ctx.now_s, cut_from_bps=cut_from, cutting=True)
+    elif not view.over and start < cap and is_busy(tx_bps, backlog, cs.ceil_bps, tuning.busy_frac):
+        credit = cs.grow_credit_bps + _growth_bps(start, cs.cut_from_bps, cs.grow_streak, ctx)
+        if credit >= min_change_bps or start + credit >= cap:
+            # at the link, only the link holds it back: let its ceil follow the link from now
+            candidate = c if start + credit >= cap else start + int(credit)
+            why = "delay-under-target"
+            nxt = replace(nxt, grow_streak=cs.grow_streak + 1 if cs.cut_from_bps is None else 0)
+        else:
+            nxt = replace(nxt, grow_credit_bps=credit, grow_streak=cs.grow_streak)
+    new = candidate if _significant(start, candidate, limits, ctx) else start
     reason = _reason(cs.target_bps, start, new, why, limits_reason)
-    if (new, last_cut) == (cs.target_bps, cs.last_cut_s):
-        return cs, reason
-    return replace(cs, target_bps=new, last_cut_s=last_cut), reason
+    cut_from = nxt.cut_from_bps
+    if cut_from is not None and new > (1 + tuning.scavenger_near_frac) * cut_from:
+        cut_from = None    # grew well past it without delay: that level is stale
+    nxt = replace(nxt, target_bps=new, cut_from_bps=cut_from)
+    return (cs if nxt == cs else nxt), reason
+
+
+def _growth_bps(start: int, cut_from_bps: int | None, streak: int, ctx: TickContext) -> float:
+    """One tick's growth: LEDBAT's off-target share (1 within the hold band, 0 at target)
+    of a step shaped like CUBIC's window: additive below the level the class was last cut
+    from, small near it, and doubling per step with no such level left to respect."""
+    tuning, view = ctx.tuning, ctx.view
+    off = 1.0
+    if view.raw_s is not None:
+        band_s = tuning.hold_band * view.target_s
+        off = _clamp((view.target_s - view.raw_s) / (view.target_s - band_s), 0.0, 1.0)
+    if cut_from_bps is None:
+        frac = tuning.scavenger_grow_frac * 2 ** min(streak, 8)
+    elif abs(start - cut_from_bps) <= tuning.scavenger_near_frac * cut_from_bps:
+        frac = tuning.scavenger_slow_frac
+    else:
+        frac = tuning.scavenger_grow_frac
+    return off * frac * ctx.policy_link_bps
 
 
 def _reason(old: int, start: int, new: int, why: Reason | None,

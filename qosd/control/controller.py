@@ -20,7 +20,7 @@ from typing import Mapping
 
 from policies.model import Policy
 from qosd.control.allocate import Grant, allocate
-from qosd.control.autorate import AutorateState, update_link
+from qosd.control.autorate import AutorateState, is_probing, update_link
 from qosd.control.classes import ClassState, TickContext, fresh, update_compute, update_scavenger
 from qosd.control.decision import Decision, Field, Reason
 from qosd.control.delay import delay_view
@@ -38,6 +38,8 @@ class ControllerState:
     base_limits: Mapping[str, ClassLimits]   # limits with no schedule, to tell a reload apart
     last_delay_s: float | None = None
     last_now_s: float | None = None
+    older_delay_s: float | None = None       # the tick before the last, for a steadier slope
+    older_now_s: float | None = None
 
 
 def initial_state(policy: Policy, wallclock: datetime, link_bps: int | None = None,
@@ -51,7 +53,7 @@ def initial_state(policy: Policy, wallclock: datetime, link_bps: int | None = No
     alloc = allocate(policy_link_bps, limits, policy.classes, targets)
     return ControllerState(
         policy_link_bps=policy_link_bps,
-        autorate=AutorateState(link_bps=policy_link_bps, hold_s=tuning.probe_hold_s),
+        autorate=AutorateState(link_bps=policy_link_bps, hold_s=tuning.plateau_hold_s),
         classes=tuple(replace(c, rate_bps=alloc[c.name].rate_bps, ceil_bps=alloc[c.name].ceil_bps)
                       for c in classes),
         limits=limits,
@@ -67,9 +69,12 @@ def step(policy: Policy, state: ControllerState, tick: Tick,
     limits_cause: Reason = "policy" if base != state.base_limits else "schedule"
     dt_s = now - state.last_now_s if state.last_now_s is not None else control.interval_s
     delay_s = tick.path.delay_s
-    view = delay_view(delay_s, state.last_delay_s, dt_s, control.target_delay_s, tuning)
+    older_dt_s = now - state.older_now_s if state.older_now_s is not None else 0.0
+    view = delay_view(delay_s, state.last_delay_s, dt_s, control.target_delay_s, tuning,
+                      state.older_delay_s, older_dt_s)
     ctx = TickContext(now, state.autorate.link_bps, link_policy_bps, view,
-                      max(control.interval_s, tick.path.rtt_s or 0.0), tuning)
+                      max(control.interval_s, tick.path.rtt_s or 0.0), tuning,
+                      is_probing(state.autorate, link_policy_bps, tuning))
 
     prior = {c.name: c for c in state.classes}
     updated: dict[str, ClassState] = {}
@@ -83,11 +88,8 @@ def step(policy: Policy, state: ControllerState, tick: Tick,
             prior.get(cls.name) or fresh(cls, lim), tick.classes.get(cls.name), lim, prev_lim,
             ctx, limit_reasons[cls.name])
 
-    min_change_bps = tuning.min_change_frac * link_policy_bps
-    spent = all(updated[c.name].target_bps <= limits[c.name].guarantee_bps + min_change_bps
-                for c in policy.classes if c.scavenger)
     autorate, link_reason = update_link(state.autorate, view, tick, link_policy_bps,
-                                        control.interval_s, tuning, spent)
+                                        control.interval_s, tuning)
     alloc = allocate(autorate.link_bps, limits, policy.classes,
                      {name: cs.target_bps for name, cs in updated.items()})
 
@@ -101,7 +103,8 @@ def step(policy: Policy, state: ControllerState, tick: Tick,
     next_state = ControllerState(
         policy_link_bps=link_policy_bps, autorate=autorate,
         classes=tuple(updated[c.name] for c in policy.classes), limits=limits, base_limits=base,
-        last_delay_s=delay_s, last_now_s=now)
+        last_delay_s=delay_s, last_now_s=now, older_delay_s=state.last_delay_s,
+        older_now_s=state.last_now_s)
     return next_state, decisions
 
 

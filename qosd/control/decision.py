@@ -12,10 +12,10 @@ from typing import Literal, get_args
 Reason = Literal[
     "compute-demand",       # a non-scavenger class uses (nearly) all of its rate: raise it
     "compute-idle",         # a non-scavenger class has been idle a while: decay to guarantee
-    "delay-over-target",    # queueing delay over target: scavengers yield
-    "delay-under-target",   # delay well under target and scavengers backlogged: they grow
-    "upstream-bottleneck",  # delay rose while the link was not full: shaped link rate cut
-    "upstream-clear",       # delay clear for the hold time: shaped link rate probes up
+    "delay-over-target",    # queueing delay over target: a borrowing scavenger yields
+    "delay-under-target",   # delay under target and scavengers held back: they grow
+    "upstream-bottleneck",  # the link is at or above the bottleneck beyond the host: cut
+    "upstream-clear",       # delay under target: the link returns to its plateau, probes up
     "schedule",             # a schedule window opened or closed
     "policy",               # the policy itself changed (reload)
 ]

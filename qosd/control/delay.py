@@ -22,9 +22,10 @@ class DelayView:
     prev_raw_s: float | None
     target_s: float
     over: bool                   # filtered delay above target
-    clear: bool                  # this sample at or below the hold band, or no measurement
     draining: bool               # falling fast enough that a further cut would overshoot
-    growth: float                # seconds of queue added per second, in [0, 1]
+    growth: float                # seconds of queue added per second this tick, in [0, 1]
+    slope: float                 # the same over two ticks, signed: negative while draining
+    step_slope: float            # this tick's, signed
 
     @property
     def excess(self) -> float:
@@ -35,15 +36,22 @@ class DelayView:
 
 
 def delay_view(raw_s: float | None, prev_raw_s: float | None, dt_s: float,
-               target_s: float, tuning: Tuning) -> DelayView:
+               target_s: float, tuning: Tuning, older_raw_s: float | None = None,
+               older_dt_s: float = 0.0) -> DelayView:
+    """`older_raw_s` is the sample two ticks back, `older_dt_s` the time since it. The
+    delay samples move in the steps of a probe's smoothed RTT, and probes and ticks alias
+    (a tick may see two probe updates, the next none), so the slope that estimates the
+    bottleneck is taken over two ticks; growth, which only detects a rise, over one."""
     delay_s = raw_s
     if raw_s is not None and prev_raw_s is not None and raw_s < tuning.link_severe_mult * target_s:
         delay_s = min(raw_s, prev_raw_s)
     over = delay_s is not None and delay_s > target_s
-    clear = raw_s is None or raw_s <= tuning.hold_band * target_s
     draining = (raw_s is not None and prev_raw_s is not None
                 and raw_s < prev_raw_s * (1.0 - tuning.drain_frac))
-    growth = 0.0
+    growth = slope = 0.0
     if raw_s is not None and prev_raw_s is not None and dt_s > 0:
-        growth = min(1.0, max(0.0, (raw_s - prev_raw_s) / dt_s))
-    return DelayView(delay_s, raw_s, prev_raw_s, target_s, over, clear, draining, growth)
+        growth = slope = min(1.0, max(-0.5, (raw_s - prev_raw_s) / dt_s))
+        if older_raw_s is not None and older_dt_s > dt_s:
+            slope = min(1.0, max(-0.5, (raw_s - older_raw_s) / older_dt_s))
+    return DelayView(delay_s, raw_s, prev_raw_s, target_s, over, draining,
+                     max(0.0, growth), slope, growth)

@@ -11,8 +11,13 @@ Model, per tick of `policy.control.interval_s`:
   most `cwnd_growth` above its capacity while the buffer has room, and exactly its capacity
   once it is full, so a FIFO fills up as Cubic fills a router's buffer. What they hold back
   stays in their windows, not in the host's qdisc (TCP small queues).
+- Host shaper: a real HTB sends a little over its nominal rate (bursts after a late timer,
+  rounding), `shaper_excess` of it. A shaper at the bottleneck's own nominal rate then
+  fills the bottleneck's queue slowly and never drains it, which is why the controller
+  has to settle below the bottleneck rather than at it.
 - Bottleneck: a byte FIFO of `buffer_bytes` draining at `capacity_bps(t)`; its queue delay
-  (plus optional measurement noise) is what the probes report.
+  (plus optional measurement noise, or a floor: a loaded host's own scheduling delay) is
+  what the probes report.
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ class Trace:
     base_rtt_s: float = 0.02
     delay_noise_s: RateFn | None = None    # added to the measured delay only
     cwnd_growth: float = 0.25
+    shaper_excess: float = 0.0             # the host shaper's overshoot of its nominal rate
 
 
 class SimStep(NamedTuple):
@@ -107,7 +113,10 @@ def run_trace(policy: Policy, trace: Trace, ticks: int, tuning: Tuning = DEFAULT
         capacity = max(1.0, trace.capacity_bps(t0))
         demand = {name: fn(t0) for name, fn in trace.demand_bps.items()}
         granted = grants(state)
-        host = htb_share(link_rate_bps(state), policy.classes, granted, demand)
+        over = 1.0 + trace.shaper_excess
+        host = htb_share(link_rate_bps(state) * over, policy.classes,
+                         {n: Grant(int(g.rate_bps * over), int(g.ceil_bps * over))
+                          for n, g in granted.items()}, demand)
         offered = sum(host.values())
         room_bits = trace.buffer_bytes * 8 - queue_bits
         admitted = offered if offered <= capacity else min(

@@ -18,25 +18,45 @@ class Tuning:
     idle_hold_s: float = 2.0           # idle this long before the grant decays
     idle_decay: float = 0.5            # share of (target - guarantee) kept per idle tick
 
-    hold_band: float = 0.5             # of target delay: at or below it, delay is "clear"
+    hold_band: float = 0.5             # of target delay: below it a scavenger grows at full
+                                       # pace; above it, standing, a link with no estimate
+                                       # is at the bottleneck
     drain_frac: float = 0.1            # delay falling this much per tick = queue draining
 
     scavenger_cut_min: float = 0.5     # deepest multiplicative cut of a scavenger ceil
     scavenger_cut_max: float = 0.9     # shallowest one: any cut is worth a tc change
-    scavenger_grow_frac: float = 0.05  # additive growth per clear tick
+    scavenger_grow_frac: float = 0.05  # growth per clear tick below the level it was cut
+                                       # from; past it the step doubles per change
+    scavenger_near_frac: float = 0.1   # of that level: "near" it, grow slowly ...
+    scavenger_slow_frac: float = 0.004  # ... by this per clear tick
 
     link_full_frac: float = 0.9        # tx at this share of the shaped rate = link full
-    link_cut_margin: float = 0.9       # cut to this share of the bottleneck estimate
+    link_tx_gain: float = 0.3          # per tick, of the smoothed tx the link rules read
+    link_settle_frac: float = 0.97     # rest at this share of the bottleneck estimate
+    link_drain_s: float = 0.5          # a standing queue at a cut should drain in about this
+    link_drain_floor: float = 0.75     # draining, never cut below this share of the estimate
+    link_cut_deepest: float = 0.4      # one cut never goes below this share of the link
+    link_growth_min: float = 0.05      # delay rising this fast (s/s) over target = building
     link_floor_frac: float = 0.1       # never shape the link below this
     link_min_load_frac: float = 0.05   # sending less: the delay is not ours, do not cut
-    link_severe_mult: float = 2.0      # delay this many targets over: the rise is confirmed
-    link_persist_s: float = 0.3        # full link, scavengers spent: cut after this long
-    probe_fast_frac: float = 0.05      # additive probe step far from the last bottleneck
-    probe_slow_frac: float = 0.02      # ... and past the plateau near it
-    probe_near_frac: float = 0.1       # "near" = within this share of the last estimate
-    probe_plateau_frac: float = 0.97   # climb fast up to this share of the last estimate
-    probe_hold_s: float = 0.5          # clear this long after a cut before probing up
-    probe_hold_max_s: float = 4.0      # plateau hold doubles per repeated cut at one level
+    link_severe_mult: float = 2.0      # delay this many targets deep: severe, confirmed at once
+    link_persist_s: float = 0.3        # over target this long, link not full or probing: cut
+    link_refractory_s: float = 0.5     # no second cut sooner: the delay signal lags
+    link_episode_s: float = 2.0        # cuts closer than this are one episode
+    link_share_gain: float = 0.1       # per tick, of the smoothed share of ticks above the
+                                       # hold band
+    link_standing_share: float = 0.6   # above the hold band this often, on a full link with
+                                       # no estimate: a standing queue
+    probe_hold_s: float = 0.5          # under target this long before probing up
+    plateau_hold_s: float = 2.0        # sit at the plateau this long before probing past it
+    plateau_hold_max_s: float = 4.0    # ... doubling per repeated cut at one level
+    probe_step_s: float = 0.5          # past the plateau, one probe step per this
+    probe_rise_mult: float = 1.0       # delay up this many targets since a step: it hit
+    probe_slow_frac: float = 0.01      # of the estimate: the first step past the plateau;
+                                       # each next doubles
+    probe_fast_frac: float = 0.05      # probe step per tick with no bottleneck estimate
+    probe_step_max_frac: float = 0.1   # the largest step past a plateau
+    probe_near_frac: float = 0.1       # a cut within this share of the last estimate: "again"
 
 
 DEFAULT_TUNING = Tuning()
