@@ -67,7 +67,14 @@ class MinorsStore:
         os.replace(tmp, path)
 
     def forget(self, ifname: str) -> None:
+        """Drop the interface's map; a namespace's directory goes with its last map, since
+        namespaces come and go and `clear` must leave nothing of ours behind."""
         try:
             self.path(ifname).unlink()
         except FileNotFoundError:
             pass
+        if self.dir.parent.name == "netns":
+            try:
+                self.dir.rmdir()
+            except OSError:
+                pass                    # not empty, or already gone
