@@ -41,8 +41,5 @@ def main() -> None:
 
 
 # Command modules add themselves to `main` on import.
-from qosd.cli import policy_cmd  # noqa: E402,F401
-from qosd.cli import daemon_cmd  # noqa: E402,F401
-from qosd.cli import status_cmd  # noqa: E402,F401
-from qosd.cli import classify_cmd, flows_cmd  # noqa: E402,F401
-from qosd.cli import demo_cmd  # noqa: E402,F401
+from qosd.cli import (classify_cmd, daemon_cmd, demo_cmd, flows_cmd,  # noqa: E402,F401
+                      policy_cmd, status_cmd)

@@ -41,15 +41,16 @@ class Handlers:
         return {name: s.to_json() for name, s in self.daemon._peer_stats().items()}
 
     def status(self, _params: dict) -> dict:
-        d, loop = self.daemon, self.daemon.loop_
+        d, loop, flows = self.daemon, self.daemon.loop_, self._flow_step()
         assert loop is not None
         return {"interface": d.policy.interface, "policy": d.config.policy_path,
-                "now_s": loop.clock.monotonic(), "uptime_s": time.monotonic() - d.started_s, "ticks": loop.ticks,
-                "link": {"egress_bps": _link_bps(loop), "policy_egress_bps": d.policy.link.egress_bps},
+                "now_s": loop.clock.monotonic(), "uptime_s": time.monotonic() - d.started_s,
+                "ticks": loop.ticks,
+                "link": {"egress_bps": _link_bps(loop),
+                         "policy_egress_bps": d.policy.link.egress_bps},
                 "classes": self._classes(), "peers": self._peers(),
-                "registered": registered_json(self._flow_step().registered)
-                if self._flow_step() else {},
-                "dynamic_filters": len(fs.book.installed) if (fs := self._flow_step()) else 0,
+                "registered": registered_json(flows.registered) if flows else {},
+                "dynamic_filters": len(flows.book.installed) if flows else 0,
                 "decisions": loop.recent_decisions(100)}
 
     def grants(self, _params: dict) -> dict:
