@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import tempfile
 import time
-from datetime import datetime
 
 from integration.benchlib import BenchLine
 from policies import load_preset
 from qosd.classify.local import FlowMonitor
 from qosd.daemon.flows import FlowStep
-from qosd.daemon.loop import ControlLoop
+from qosd.daemon.loop import ControlLoop, ManualClock
 from qosd.measure.fake_sockdiag import FakeSockDiag, sample
 from qosd.tc.executor import Reconciler
 from qosd.tc.fake_kernel import FakeKernel
@@ -27,17 +26,6 @@ FLOWS = 1000
 TICKS = 300
 INTERVAL_S = 0.1
 BUDGET_FRAC = 0.02
-
-
-class _Clock:
-    def __init__(self) -> None:
-        self.t_s = 0.0
-
-    def monotonic(self) -> float:
-        return self.t_s
-
-    def wallclock(self) -> datetime:
-        return datetime(2026, 11, 23, 12, 0)
 
 
 def _flows() -> list:
@@ -53,7 +41,7 @@ def measure_tick_cpu_s() -> float:
     rec = Reconciler(kernel, MinorsStore(tempfile.mkdtemp(prefix="qosd-bench-")))
     tree = rec.desired_tree(policy)
     rec.reconcile(tree)
-    clock = _Clock()
+    clock = ManualClock()
     flows = FlowStep(policy, FlowMonitor(policy, diag=FakeSockDiag([_flows()])))
     loop = ControlLoop(policy=policy, tree=tree, kernel=kernel, reconcile=rec.reconcile,
                        peers=dict, flows=flows, clock=clock)

@@ -7,26 +7,12 @@ little bursty, overfills the bottleneck's FIFO at the nominal rate and never dra
 import random
 from datetime import datetime
 
-from policies.model import Control, Link, Policy, RateSpec, TrafficClass
+from control_policy import DT_S, MBIT, POLICY, TARGET_S
+from policies.model import Link, Policy
 from qosd.control.simulate import Trace, piecewise, run_trace
 from qosd.control.tuning import DEFAULT_TUNING as TUNING
 
-MBIT = 1_000_000
-TARGET_S = 0.005
-DT_S = 0.1
 NOON = datetime(2024, 1, 1, 12, 0)
-
-
-def pct(value: float) -> RateSpec:
-    return RateSpec(percent=value)
-
-
-POLICY = Policy(
-    version=1, interface="eth0", link=Link(egress_bps=100 * MBIT),
-    classes=(TrafficClass("compute", 0, pct(60), pct(100)),
-             TrafficClass("disk", 2, pct(10), pct(100), scavenger=True),
-             TrafficClass("other", 1, pct(10), pct(100), default=True)),
-    control=Control(interval_s=DT_S, target_delay_s=TARGET_S))
 
 
 def constant(bps: float):

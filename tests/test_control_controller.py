@@ -5,26 +5,12 @@ from datetime import datetime
 
 import pytest
 
-from policies.model import Control, Link, Policy, RateSpec, TrafficClass
+from control_policy import MBIT, POLICY, pct
 from qosd.control import (REASONS, ClassSample, PathSample, Tick, grants, initial_state,
                           link_rate_bps, step)
 from qosd.control.tuning import DEFAULT_TUNING as TUNING
 
-MBIT = 1_000_000
 NOON = datetime(2024, 1, 3, 12, 0)
-TARGET_S = 0.005
-
-
-def pct(value: float) -> RateSpec:
-    return RateSpec(percent=value)
-
-
-POLICY = Policy(
-    version=1, interface="eth0", link=Link(egress_bps=100 * MBIT),
-    classes=(TrafficClass("compute", 0, pct(60), pct(100)),
-             TrafficClass("disk", 2, pct(10), pct(100), scavenger=True),
-             TrafficClass("other", 1, pct(10), pct(100), default=True)),
-    control=Control(interval_s=0.1, target_delay_s=TARGET_S))
 
 
 def tick(now_s, delay_s=0.0, link_tx=50 * MBIT, rtt_s=0.02, **classes):

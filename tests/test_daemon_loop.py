@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 import pytest
 
 from policies import parse_policy
-from qosd.daemon.loop import ControlLoop, worst_path
+from qosd.daemon.loop import ControlLoop, ManualClock, worst_path
 from qosd.measure.peerstats import PeerStats
 from qosd.tc.executor import Reconciler
 from qosd.tc.fake_kernel import FakeKernel
@@ -26,17 +24,6 @@ control: {interval: 100ms, target_delay: 5ms}
 """
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.t_s = 1000.0
-
-    def monotonic(self) -> float:
-        return self.t_s
-
-    def wallclock(self) -> datetime:
-        return datetime(2026, 11, 23, 12, 0)
-
-
 def _peer(delay_s: float | None) -> dict[str, PeerStats]:
     return {"p": PeerStats("p", "198.18.1.2", rtt_s=None if delay_s is None else 0.001 + delay_s,
                            last_rtt_s=None, base_rtt_s=0.001, queue_delay_s=delay_s, jitter_s=0.0,
@@ -50,7 +37,7 @@ class Harness:
         self.rec = Reconciler(self.kernel, MinorsStore(tmp_path))
         self.tree = self.rec.desired_tree(self.policy)
         self.rec.reconcile(self.tree)
-        self.clock = FakeClock()
+        self.clock = ManualClock(t_s=1000.0)
         self.delay_s: float | None = 0.0
         self.bytes = {name: 0 for name in ("compute", "disk", "other")}
         self.loop = ControlLoop(policy=self.policy, tree=self.tree, kernel=self.kernel,

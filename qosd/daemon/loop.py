@@ -48,6 +48,20 @@ class SystemClock:
         return datetime.now()
 
 
+class ManualClock:
+    """The `Clock` fake: time moves only when a test or benchmark advances `t_s`."""
+
+    def __init__(self, t_s: float = 0.0, wallclock: datetime = datetime(2026, 11, 23, 12, 0)) -> None:
+        self.t_s = t_s
+        self._wallclock = wallclock
+
+    def monotonic(self) -> float:
+        return self.t_s
+
+    def wallclock(self) -> datetime:
+        return self._wallclock
+
+
 class StatsReader(Protocol):
     def class_stats(self, ifname: str) -> Mapping[int, ClassStats]: ...
 
