@@ -8,6 +8,7 @@ capacity checked on the others; and they run again on a retargeted policy
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Collection, Mapping, Sequence
 
@@ -45,6 +46,20 @@ def peer_name_problem(name: str) -> str | None:
         return None
     return (f"peer name {name!r} is invalid: use letters, digits, '.', '_' and '-', "
             "at most 64 characters (it becomes a metrics label)")
+
+
+MAX_REFLECTORS = 8
+
+
+def reflector_problem(address: ipaddress.IPv4Address | ipaddress.IPv6Address,
+                      earlier: Sequence[ipaddress.IPv4Address | ipaddress.IPv6Address]) -> str | None:
+    """A reflector must be a unicast host beyond this one, listed once."""
+    if address.is_unspecified or address.is_multicast or address.is_loopback:
+        return f"{address} cannot answer echo for a path measurement: use a unicast address " \
+               "beyond this host"
+    if address in earlier:
+        return f"duplicate reflector {address} (also reflectors[{list(earlier).index(address)}])"
+    return None
 
 
 def directions(link: Link) -> list[tuple[str, int]]:

@@ -13,9 +13,9 @@ import os
 from typing import Any
 
 from policies import fields
-from policies.checks import (MAX_CLASSES, check_capacity, check_class_refs, check_default,
-                             check_peers, check_schedules, class_name_problem,
-                             interface_problem, peer_name_problem)
+from policies.checks import (MAX_CLASSES, MAX_REFLECTORS, check_capacity, check_class_refs,
+                             check_default, check_peers, check_schedules, class_name_problem,
+                             interface_problem, peer_name_problem, reflector_problem)
 from policies.errors import FieldPath, PolicyError, Problem, format_path
 from policies.fields import Issues, describe
 from policies.matches import parse_match
@@ -24,7 +24,8 @@ from policies.schedules import read_schedule
 from policies.yamldoc import YamlSyntaxError, parse_yaml
 
 KNOWN_VERSIONS = (1,)
-TOP_KEYS = ("version", "interface", "link", "classes", "control", "schedules", "peers")
+TOP_KEYS = ("version", "interface", "link", "classes", "control", "schedules", "peers",
+            "reflectors")
 TOP_REQUIRED = ("version", "interface", "link", "classes")
 LINK_KEYS = ("egress", "ingress")
 CLASS_KEYS = ("priority", "guarantee", "ceil", "default", "scavenger", "match")
@@ -101,6 +102,7 @@ def _read_policy(issues: Issues, value: Any, source: str) -> Policy | None:
     control = _control(issues, raw.get("control", {}))
     schedules = _indexed(issues, raw, "schedules", read_schedule)
     peers = _indexed(issues, raw, "peers", _peer)
+    reflectors = _reflectors(issues, raw["reflectors"]) if "reflectors" in raw else ()
     if link is not None:
         issues.items.extend(check_capacity(classes, link))
         issues.items.extend(check_schedules(schedules, classes, link))
@@ -110,7 +112,7 @@ def _read_policy(issues: Issues, value: Any, source: str) -> Policy | None:
         return None
     return Policy(version=version, interface=interface, link=link, classes=tuple(classes),
                   control=control, schedules=tuple(s for _, s in schedules),
-                  peers=tuple(p for _, p in peers), source=source)
+                  peers=tuple(p for _, p in peers), reflectors=reflectors, source=source)
 
 
 def _version(issues: Issues, value: Any) -> int | None:
@@ -233,6 +235,27 @@ def _peer(issues: Issues, value: Any, path: FieldPath) -> Peer | None:
     if len(issues) > before or name is None or address is None:
         return None
     return Peer(name=name, address=address, site=site)
+
+
+def _reflectors(issues: Issues, value: Any) -> tuple:
+    """Addresses that answer ICMP echo beyond the uplink (cake-autorate's reflectors)."""
+    items = fields.sequence(issues, value, ("reflectors",))
+    if items is None:
+        return ()
+    if len(items) > MAX_REFLECTORS:
+        issues.add(("reflectors",), f"{len(items)} reflectors; at most {MAX_REFLECTORS} "
+                                    "(each costs echo requests every second)")
+    out: list = []
+    for index, item in enumerate(items):
+        path: FieldPath = ("reflectors", index)
+        address = fields.parsed(issues, item, path, _address)
+        if address is None:
+            continue
+        if problem := reflector_problem(address, out):
+            issues.add(path, problem)
+            continue
+        out.append(address)
+    return tuple(out)
 
 
 def _address(value: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address:

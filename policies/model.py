@@ -129,6 +129,7 @@ class Policy:
     control: Control = Control()
     schedules: tuple[Schedule, ...] = ()
     peers: tuple[Peer, ...] = ()
+    reflectors: tuple[IPAddress, ...] = ()      # hosts that answer ping beyond the uplink
     source: str = "<policy>"
 
     def class_named(self, name: str) -> TrafficClass:

@@ -20,6 +20,9 @@ from qosd.telemetry import CollectiveAggregate
 
 CLASS_LABELS = ("interface", "class")
 PEER_LABELS = ("peer", "class")
+PATH_LABELS = ("peer",)
+PATH_INFO_LABELS = ("peer", "role", "signal")
+ROLE_LABELS = ("role",)
 DECISION_LABELS = ("class", "reason")
 COLLECTIVE_LABELS = ("job", "op")
 
@@ -49,6 +52,18 @@ class PeerStats:
 
 
 @dataclass(frozen=True)
+class PeerPathStats:
+    """The path to one peer beyond the host and the signal that measured it (`none`:
+    unmeasured; then there is no delay to export, never a zero)."""
+
+    peer: str
+    role: str
+    signal: str
+    queue_delay_s: float | None
+    loss_ratio: float
+
+
+@dataclass(frozen=True)
 class DecisionCount:
     class_name: str
     reason: str
@@ -59,6 +74,7 @@ class DecisionCount:
 class MetricsSnapshot:
     classes: tuple[ClassStats, ...] = ()
     peers: tuple[PeerStats, ...] = ()
+    paths: tuple[PeerPathStats, ...] = ()
     decisions: tuple[DecisionCount, ...] = ()
     collectives: tuple[CollectiveAggregate, ...] = field(default=())
 
@@ -79,7 +95,8 @@ class QosdCollector(Collector):
 
 def render(snap: MetricsSnapshot) -> list[Metric]:
     """The metric families for one snapshot; every family is present even when empty."""
-    return [*_class_families(snap), *_peer_families(snap), *_decision_families(snap),
+    return [*_class_families(snap), *_peer_families(snap), *_path_families(snap),
+            *_decision_families(snap),
             *_collective_families(snap)]
 
 
@@ -120,6 +137,31 @@ def _peer_families(snap: MetricsSnapshot) -> list[Metric]:
             delivery.add_metric(labels, p.delivery_rate_bytes_per_second)
         retrans.add_metric(labels, p.retransmits_total)
     return [rtt, delivery, retrans]
+
+
+def _path_families(snap: MetricsSnapshot) -> list[Metric]:
+    queue = GaugeMetricFamily("qosd_peer_queue_delay_seconds",
+                              "Queueing delay on the path to the peer, beyond the host.",
+                              labels=PATH_LABELS)
+    loss = GaugeMetricFamily("qosd_peer_loss_ratio",
+                             "Share of delay requests to the peer lost (recent window).",
+                             labels=PATH_LABELS)
+    info = GaugeMetricFamily("qosd_peer_signal_info",
+                             "1 for the delay signal measuring the peer now (none: unmeasured).",
+                             labels=PATH_INFO_LABELS)
+    unmeasured = GaugeMetricFamily("qosd_peers_unmeasured",
+                                   "Peers no delay signal covers now, by role.",
+                                   labels=ROLE_LABELS)
+    counts: dict[str, int] = {}
+    for p in snap.paths:
+        if p.queue_delay_s is not None:
+            queue.add_metric([p.peer], p.queue_delay_s)
+        loss.add_metric([p.peer], p.loss_ratio)
+        info.add_metric([p.peer, p.role, p.signal], 1)
+        counts[p.role] = counts.get(p.role, 0) + (p.signal == "none")
+    for role, n in counts.items():
+        unmeasured.add_metric([role], n)
+    return [queue, loss, info, unmeasured]
 
 
 def _decision_families(snap: MetricsSnapshot) -> list[Metric]:

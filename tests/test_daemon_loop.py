@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from policies import parse_policy
 from qosd.daemon.loop import ControlLoop, ManualClock, worst_path
-from qosd.measure.peerstats import PeerStats
+from qosd.measure.pathsignal import PeerPath
 from qosd.tc.executor import Reconciler
 from qosd.tc.fake_kernel import FakeKernel
 from qosd.tc.kernel import ClassStats
@@ -24,10 +26,11 @@ control: {interval: 100ms, target_delay: 5ms}
 """
 
 
-def _peer(delay_s: float | None) -> dict[str, PeerStats]:
-    return {"p": PeerStats("p", "198.18.1.2", rtt_s=None if delay_s is None else 0.001 + delay_s,
-                           last_rtt_s=None, base_rtt_s=0.001, queue_delay_s=delay_s, jitter_s=0.0,
-                           loss=0.0, sent=10, received=10)}
+def _peer(delay_s: float | None, role: str = "compute") -> dict[str, PeerPath]:
+    if delay_s is None:
+        return {"p": PeerPath("p", "198.18.1.2", role, None, "agent: no reply (0/10 replies)")}
+    return {"p": PeerPath("p", "198.18.1.2", role, "agent", "agent: 10/10 replies",
+                          rtt_s=0.001 + delay_s, base_rtt_s=0.001, queue_delay_s=delay_s)}
 
 
 class Harness:
@@ -110,3 +113,26 @@ def test_worst_path_is_the_slowest_measured_peer(delays, expected):
     for i, d in enumerate(delays):
         peers.update({f"p{i}": _peer(d)["p"]})
     assert worst_path(peers).queue_delay_s == expected
+
+
+def test_unmeasured_peers_are_counted_and_never_a_clear_path():
+    peers = {"a": _peer(None)["p"], "b": _peer(0.004)["p"], "g": _peer(0.0, "uplink")["p"],
+             "d": _peer(0.030, "bulk")["p"]}
+    peers = {name: replace(p, name=name) for name, p in peers.items()}
+    path = worst_path(peers)
+    assert (path.queue_delay_s, path.peer, path.signal, path.measured, path.unmeasured) == \
+        (0.004, "b", "agent", 2, 1)
+    bulk = worst_path(peers, ("bulk",), "bulk")
+    assert (bulk.queue_delay_s, bulk.role, bulk.peer) == (0.030, "bulk", "d")
+    blind = worst_path({"a": peers["a"]})
+    assert blind.queue_delay_s is None and blind.delay_s is None and blind.unmeasured == 1
+
+
+def test_tick_hands_the_controller_both_paths(tmp_path):
+    h = Harness(tmp_path)
+    h.loop.peers = lambda: {**_peer(0.002), "bulk:x": PeerPath(
+        "bulk:x", "198.18.9.2", "bulk", "tcp", "tcp: 1/1 flows moving data", 0.05, 0.01, 0.04)}
+    h.run(2, {})
+    tick = h.loop.last_tick
+    assert tick.path.queue_delay_s == 0.002 and tick.path.role == "compute"
+    assert tick.bulk_path.queue_delay_s == 0.04 and tick.bulk_path.signal == "tcp"

@@ -4,8 +4,8 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from qosd.metrics import (ClassStats, DecisionCount, MetricsSnapshot, PeerStats, QosdCollector,
-                          serve_metrics)
+from qosd.metrics import (ClassStats, DecisionCount, MetricsSnapshot, PeerPathStats, PeerStats,
+                          QosdCollector, serve_metrics)
 from qosd.telemetry import TelemetryRecord, TelemetryStore
 
 # DESIGN.md, Metrics: the exposed name, its type and its label names are a contract.
@@ -21,6 +21,10 @@ CONTRACT = {
     "qosd_controller_decisions": ("counter", {"class", "reason"}),
     "qosd_collective_duration_seconds": ("histogram", {"job", "op"}),
     "qosd_collective_bytes": ("counter", {"job", "op"}),
+    "qosd_peer_queue_delay_seconds": ("gauge", {"peer"}),
+    "qosd_peer_loss_ratio": ("gauge", {"peer"}),
+    "qosd_peer_signal_info": ("gauge", {"peer", "role", "signal"}),
+    "qosd_peers_unmeasured": ("gauge", {"role"}),
 }
 
 
@@ -37,6 +41,9 @@ def snapshot() -> MetricsSnapshot:
                  ClassStats("veth0", "disk", 9_999_999, 40, 900_000, 1.875e6, 12.5e6)),
         peers=(PeerStats("198.18.1.2", "compute", 0.0123, 9.5e6, 7),
                PeerStats("198.18.1.3", "disk", None, None, 0)),
+        paths=(PeerPathStats("gpu-b", "compute", "icmp", 0.0149, 0.0),
+               PeerPathStats("flow:198.18.1.3", "compute", "none", None, 1.0),
+               PeerPathStats("gateway", "uplink", "icmp", 0.0, 0.0)),
         decisions=(DecisionCount("disk", "queue-delay", 12), DecisionCount("compute", "idle", 3)),
         collectives=store.aggregates(),
     )
@@ -157,3 +164,15 @@ def test_telemetry_record_roundtrips_api_params():
               "grant_bps": None, "rank": 3, "step": 9}
     rec = TelemetryRecord.from_params(params)
     assert rec.size_bytes == 5 and rec.to_params() == params
+
+
+def test_path_metrics_name_the_signal_and_count_unmeasured_peers():
+    families = scrape(snapshot())
+    queue = {s.labels["peer"]: s.value for s in families["qosd_peer_queue_delay_seconds"].samples}
+    assert queue == {"gpu-b": 0.0149, "gateway": 0.0}     # unmeasured: no value, never 0
+    loss = {s.labels["peer"]: s.value for s in families["qosd_peer_loss_ratio"].samples}
+    assert loss["flow:198.18.1.3"] == 1.0
+    info = {(s.labels["peer"], s.labels["signal"]) for s in families["qosd_peer_signal_info"].samples}
+    assert ("flow:198.18.1.3", "none") in info and ("gpu-b", "icmp") in info
+    unmeasured = {s.labels["role"]: s.value for s in families["qosd_peers_unmeasured"].samples}
+    assert unmeasured == {"compute": 1, "uplink": 0}     # roles with peers only

@@ -18,8 +18,14 @@ STATUS = {
         "disk": {"rate_bps": 15_000_000, "ceil_bps": 95_000_000, "tx_rate_bps": 14_900_000.0,
                  "drops_total": 312, "backlog_bytes": 1_048_576},
     },
-    "peers": {"gpu-b": {"address": "198.18.1.2", "rtt_s": 0.0251, "base_rtt_s": 0.0102,
-                        "queue_delay_s": 0.0149, "loss": 0.001}},
+    "peers": {"gpu-b": {"address": "198.18.1.2", "role": "compute", "signal": "icmp",
+                        "why": "agent: no reply (0/12 replies); icmp: 10/10 replies",
+                        "measured": True, "rtt_s": 0.0251, "base_rtt_s": 0.0102,
+                        "queue_delay_s": 0.0149, "loss": 0.001},
+              "flow:198.18.1.9": {"address": "198.18.1.9", "role": "compute", "signal": None,
+                                  "why": "agent: not sent; icmp: no reply for 4.0 s; tcp: no flows",
+                                  "measured": False, "rtt_s": None, "base_rtt_s": None,
+                                  "queue_delay_s": None, "loss": 1.0}},
     "decisions": [
         {"t_s": 990.0, "class": None, "field": "link", "old_bps": 95_000_000,
          "new_bps": 90_000_000, "reason": "upstream-bottleneck"},
@@ -48,7 +54,10 @@ def test_human_output_shows_classes_peers_and_decisions(daemon):
     disk = next(line for line in lines if line.startswith("disk "))
     assert disk.split() == ["disk", "15.0mbit", "95.0mbit", "14.9mbit", "312", "1.0MB"]
     peer = next(line for line in lines if line.startswith("gpu-b"))
-    assert peer.split() == ["gpu-b", "198.18.1.2", "25.1ms", "10.2ms", "14.9ms", "0.1%"]
+    assert peer.split() == ["gpu-b", "198.18.1.2", "compute", "icmp", "25.1ms", "10.2ms",
+                            "14.9ms", "0.1%"]
+    blind = next(line for line in lines if line.startswith("flow:198.18.1.9"))
+    assert blind.split()[3:] == ["UNMEASURED", "-", "-", "-", "100.0%"]
     assert lines[-2].split() == ["1m15s", "ago", "link", "rate", "95.0mbit", "->", "90.0mbit",
                                  "(upstream-bottleneck)"]
     assert lines[-1].split() == ["1m05s", "ago", "disk", "ceil", "95.0mbit", "->", "30.0mbit",
@@ -79,8 +88,22 @@ def test_format_tolerates_values_not_measured_yet():
     other = next(line for line in text.splitlines() if line.startswith("other"))
     assert other.split() == ["other", "1.0kbit", "-", "-", "-", "-"]
     peer = next(line for line in text.splitlines() if line.startswith("p "))
-    assert peer.split() == ["p"] + ["-"] * 5 and "up -" in text
+    assert peer.split() == ["p"] + ["-"] * 7
+    peer = next(line for line in text.splitlines() if line.startswith("p "))
+    assert peer.split() == ["p"] + ["-"] * 7 and "up -" in text
 
 
 def test_format_with_no_classes_says_none():
     assert "CLASS: none" in format_status({"interface": "eth0"})
+
+
+def test_peers_command_shows_signal_and_why(sock_path):
+    with BackgroundApiServer(sock_path, {"grants": lambda params: {"peers": STATUS["peers"]}}):
+        result = CliRunner().invoke(main, ["peers", "--socket", sock_path])
+        as_json = CliRunner().invoke(main, ["peers", "--json", "--socket", sock_path])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].split()[:4] == ["PEER", "ADDRESS", "ROLE", "SIGNAL"] and lines[0].endswith("WHY")
+    blind = next(line for line in lines if line.startswith("flow:198.18.1.9"))
+    assert "UNMEASURED" in blind and blind.endswith("icmp: no reply for 4.0 s; tcp: no flows")
+    assert json.loads(as_json.output)["gpu-b"]["signal"] == "icmp"

@@ -76,8 +76,10 @@ def flows(policy_path: str | None, cls: str | None, pid: int | None, netns: str 
 @click.option("--timeout", "timeout_s", default=2.0, show_default=True, type=float,
               help="Seconds to wait for the daemon.")
 def peers(as_json: bool, socket_path: str | None, timeout_s: float) -> None:
-    """Each peer's RTT, base RTT, queueing delay and loss, as the daemon's probes see them."""
+    """Each peer's path beyond this host: the delay signal measuring it and why, RTT, base
+    RTT, queueing delay and loss. UNMEASURED: no signal covers it (never a clear path)."""
     from qosd.api.client import ApiClient
+    from qosd.cli.status_cmd import peer_rows
 
     with ApiClient(socket_path, timeout_s=timeout_s) as client:
         result = client.call("grants").get("peers") or {}
@@ -85,15 +87,6 @@ def peers(as_json: bool, socket_path: str | None, timeout_s: float) -> None:
         click.echo(json.dumps(result, indent=2, sort_keys=True))
         return
     if not result:
-        click.echo("the daemon probes no peers (add `peers:` to the policy)")
+        click.echo("the daemon measures no peers (add `peers:` or `reflectors:` to the policy)")
         return
-
-    def ms(value: float | None) -> str:
-        return "-" if value is None else f"{value * 1e3:.2f}ms"
-
-    click.echo(f"{'PEER':<16}{'ADDRESS':<26}{'RTT':>10}{'BASE RTT':>10}{'QUEUE':>10}{'LOSS':>7}")
-    for name, p in sorted(result.items()):
-        loss = p.get("loss")
-        click.echo(f"{name:<16}{p.get('address') or '-':<26}{ms(p.get('rtt_s')):>10}"
-                   f"{ms(p.get('base_rtt_s')):>10}{ms(p.get('queue_delay_s')):>10}"
-                   f"{'-' if loss is None else f'{loss * 100:.1f}%':>7}")
+    click.echo("\n".join(peer_rows(result, with_why=True)))

@@ -46,11 +46,7 @@ def format_status(status: Mapping[str, Any]) -> str:
                      for name, c in sorted(classes.items())])
     peers = status.get("peers") or {}
     if peers:
-        lines += [""] + _table(("PEER", "ADDRESS", "RTT", "BASE RTT", "QUEUE DELAY", "LOSS"),
-                               [(name, p.get("address") or "-", _ms(p.get("rtt_s")),
-                                 _ms(p.get("base_rtt_s")), _ms(p.get("queue_delay_s")),
-                                 _percent(p.get("loss")))
-                                for name, p in sorted(peers.items())])
+        lines += [""] + peer_rows(peers, with_why=False)
     decisions: Sequence[Mapping[str, Any]] = status.get("decisions") or []
     if decisions:
         lines += ["", "LAST DECISIONS"]
@@ -64,6 +60,18 @@ def format_status(status: Mapping[str, Any]) -> str:
                          f"{_rate(d.get('old_bps'))} -> {_rate(d.get('new_bps'))}"
                          f"  ({d.get('reason', '?')})")
     return "\n".join(lines) + "\n"
+
+
+def peer_rows(peers: Mapping[str, Mapping[str, Any]], with_why: bool) -> list[str]:
+    """The peers table of `status` and `peers`; an unmeasured peer says so in SIGNAL."""
+    header = ("PEER", "ADDRESS", "ROLE", "SIGNAL", "RTT", "BASE RTT", "QUEUE DELAY", "LOSS")
+    rows = []
+    for name, p in sorted(peers.items()):
+        signal = p.get("signal") or ("UNMEASURED" if p.get("measured") is False else "-")
+        rows.append((name, p.get("address") or "-", p.get("role") or "-", signal,
+                     _ms(p.get("rtt_s")), _ms(p.get("base_rtt_s")), _ms(p.get("queue_delay_s")),
+                     _percent(p.get("loss"))) + ((p.get("why") or "-",) if with_why else ()))
+    return _table(header + (("WHY",) if with_why else ()), rows)
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:

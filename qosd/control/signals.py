@@ -44,15 +44,28 @@ class PathSample:
     read local queueing as an upstream bottleneck and cut the link toward its floor. It
     should be a robust per-tick statistic (e.g. the median of the tick's probes), and the
     policy's target delay must sit above its jitter; the controller itself only ignores a
-    lone sample over target. None means no measurement this tick: the controller treats
-    the path as clear and drifts back to the static policy rather than holding a cut on
-    stale evidence.
+    lone sample over target. None means no measurement this tick ("blind": every peer of
+    the sample's role is unmeasured, or there is none): the controller drifts back to the
+    static policy rather than holding a cut on stale evidence, and never grows past it.
+
+    Which paths a sample covers is its `role`: `compute` (`Tick.path`: the compute peers,
+    configured or learned from protected flows, plus the uplink targets: default gateway
+    and the policy's `reflectors`) or `bulk` (`Tick.bulk_path`: the far ends of the host's
+    scavenger flows, what a disk host's own uploads load). `peer` and `signal` name the
+    worst measured path and what measured it (`probe`, `icmp`, `tcp`); `measured` and
+    `unmeasured` count the role's peers with and without a usable signal: a sample with
+    unmeasured peers is partial evidence, not a clear path.
     """
 
     queue_delay_s: float | None
     base_rtt_s: float | None = None
     rtt_s: float | None = None
     loss: float = 0.0
+    role: str = "compute"
+    peer: str | None = None
+    signal: str | None = None
+    measured: int = 0
+    unmeasured: int = 0
 
     @property
     def delay_s(self) -> float | None:
@@ -73,3 +86,4 @@ class Tick:
     classes: Mapping[str, ClassSample]
     path: PathSample
     link_tx_rate_bps: float
+    bulk_path: PathSample = PathSample(queue_delay_s=None, role="bulk")

@@ -23,7 +23,7 @@ from qosd.control.decision import Decision
 from qosd.control.signals import ClassSample, PathSample, Tick
 from qosd.daemon.flows import FlowStep
 from qosd.errors import QosdError
-from qosd.measure.peerstats import PeerStats
+from qosd.measure.pathsignal import PeerPath
 from qosd.measure.rates import CounterRates
 from qosd.tc.build import with_link_rate, with_rates
 from qosd.tc.executor import ApplyResult
@@ -94,14 +94,26 @@ class TickReport:
     ops: tuple[Op, ...]
 
 
-def worst_path(peers: Mapping[str, PeerStats]) -> PathSample:
-    """The path the controller protects is the worst one: compute waits for its slowest peer."""
-    measured = [p for p in peers.values() if p.queue_delay_s is not None]
+COMPUTE_ROLES = ("compute", "uplink")
+BULK_ROLES = ("bulk",)
+
+
+def worst_path(peers: Mapping[str, PeerPath], roles: tuple[str, ...] = COMPUTE_ROLES,
+               role: str = "compute") -> PathSample:
+    """The path the controller protects is the worst one: compute waits for its slowest peer.
+
+    Only measured peers of `roles` count; an unmeasured one is counted as such and never
+    read as a clear path. None of them measured: a blind sample (queue_delay_s None).
+    """
+    mine = [p for p in peers.values() if p.role in roles]
+    measured = [p for p in mine if p.measured and p.queue_delay_s is not None]
+    unmeasured = len(mine) - len(measured)
     if not measured:
-        return PathSample(queue_delay_s=None)
+        return PathSample(queue_delay_s=None, role=role, unmeasured=unmeasured)
     worst = max(measured, key=lambda p: p.queue_delay_s or 0.0)
     return PathSample(queue_delay_s=worst.queue_delay_s, base_rtt_s=worst.base_rtt_s,
-                      rtt_s=worst.rtt_s, loss=worst.loss)
+                      rtt_s=worst.rtt_s, loss=worst.loss, role=role, peer=worst.name,
+                      signal=worst.signal, measured=len(measured), unmeasured=unmeasured)
 
 
 @dataclass
@@ -110,7 +122,7 @@ class ControlLoop:
     tree: TcTree                                     # the static tree as applied at start
     kernel: StatsReader
     reconcile: Reconcile
-    peers: Callable[[], Mapping[str, PeerStats]]
+    peers: Callable[[], Mapping[str, PeerPath]]       # refreshed once per tick
     flows: FlowStep | None = None                    # per-flow filters; None: static rules only
     clock: Clock = field(default_factory=SystemClock)
     state: ControllerState | None = None
@@ -118,6 +130,7 @@ class ControlLoop:
     decisions: deque = field(default_factory=lambda: deque(maxlen=512))
     decision_counts: Counter = field(default_factory=Counter)
     ticks: int = 0
+    last_tick: Tick | None = None                    # what the controller was last told
     _rates: CounterRates = field(default_factory=CounterRates)
     _stale: bool = False
 
@@ -157,8 +170,11 @@ class ControlLoop:
         start = time.perf_counter()
         now_s = self.clock.monotonic()
         samples, link_tx_bps = self._sample(now_s)
+        paths = self.peers()
         tick = Tick(now_s=now_s, wallclock=self.clock.wallclock(), classes=samples,
-                    path=worst_path(self.peers()), link_tx_rate_bps=link_tx_bps)
+                    path=worst_path(paths), link_tx_rate_bps=link_tx_bps,
+                    bulk_path=worst_path(paths, BULK_ROLES, "bulk"))
+        self.last_tick = tick
         self.state, decisions = step(self.policy, self.state, tick)  # type: ignore[arg-type]
         for d in decisions:
             self.decisions.append(d)

@@ -22,11 +22,11 @@ from qosd.api.server import ApiServer
 from qosd.daemon.flows import FlowStep
 from qosd.daemon.handlers import Handlers
 from qosd.daemon.loop import ControlLoop
-from qosd.daemon.peers import PeerSet
+from qosd.daemon.paths import PathMonitor
 from qosd.daemon.snapshot import metrics_snapshot
 from qosd.tc.build import class_minors
 from qosd.metrics import QosdCollector, serve_metrics
-from qosd.measure.probe import Prober, Reflector
+from qosd.measure.probe import Reflector
 from qosd.shaper import open_reconciler
 from qosd.tc.executor import Reconciler
 from qosd.tc.tree import TcTree
@@ -47,6 +47,7 @@ class DaemonConfig:
     force: bool = False
     reflector: bool = True
     probe_rate_hz: float = 10.0
+    echo: bool = True
     flows: bool = True
     flow_budget: float = 0.015
     state_dir: str = "/run/qosd"
@@ -92,9 +93,7 @@ class Daemon:
         self.started_s = time.monotonic()
         self.stop_event: asyncio.Event | None = None
         self.loop_: ControlLoop | None = None
-        self.prober: Prober | None = None
-        self._prober_stop = asyncio.Event()
-        self.peer_set = PeerSet()
+        self.paths = PathMonitor(probe_rate_hz=config.probe_rate_hz, echo=config.echo)
         self._peer_passes = 0
 
     # -- policy ----------------------------------------------------------------------
@@ -110,12 +109,12 @@ class Daemon:
         self.policy = policy
         if self.loop_ is None:
             self.loop_ = ControlLoop(policy=policy, tree=tree, kernel=self.shaper.kernel,
-                                     reconcile=self.shaper.reconcile, peers=self._peer_stats,
+                                     reconcile=self.shaper.reconcile, peers=self.paths.refresh,
                                      flows=FlowStep(policy, budget_frac=self.config.flow_budget)
                                      if self.config.flows else None)
         else:
             self.loop_.reload(policy, tree)
-        self._restart_prober()
+        self.paths.set_policy(policy)
         return n_ops
 
     def reload_from_file(self) -> None:
@@ -129,34 +128,26 @@ class Daemon:
         log.info("SIGHUP: reloaded %s (%d ops)", self.config.policy_path, ops)
 
     # -- peers -----------------------------------------------------------------------
-    def _restart_prober(self) -> None:
-        if self.prober is not None:
-            self._prober_stop.set()
-            self.prober.close()
-            self.prober = None
-        if self.stop_event is not None:
-            self.prober = Prober(self.policy.peers, rate_hz=self.config.probe_rate_hz)
-            self._prober_stop = asyncio.Event()
-            asyncio.get_running_loop().create_task(self.prober.run(stop=self._prober_stop))
-
     def _learn_peers(self, now_s: float) -> None:
-        """After a flow pass, probe the far ends of the host's protected flows too."""
+        """After a flow pass: measure the far ends of the host's flows, take their RTTs."""
         flows = self.loop_.flows if self.loop_ is not None else None
-        if self.prober is None or flows is None or flows.passes == self._peer_passes:
+        if flows is None or flows.passes == self._peer_passes:
             return
         self._peer_passes = flows.passes
-        peers = self.peer_set.update(self.policy, flows.records, now_s)
-        if peers != self.prober.peers:
-            self.prober.set_peers(peers)
+        views = self.loop_.views if self.loop_ is not None else {}
+        self.paths.on_flow_pass(flows.records, {n: (v.backlog_bytes, v.tx_rate_bps)
+                                                for n, v in views.items()}, now_s)
 
     def _peer_stats(self):
-        return self.prober.stats() if self.prober is not None else {}
+        """Each peer's path as of the last tick (`qosd.measure.pathsignal.PeerPath`)."""
+        return self.paths.current
 
     # -- lifecycle -------------------------------------------------------------------
     async def run(self) -> int:
         self.stop_event = asyncio.Event()
         aio = asyncio.get_running_loop()
         self.install(self.policy)
+        self.paths.start()
         assert self.loop_ is not None
         reflector = Reflector() if self.config.reflector else None
         if reflector is not None:
@@ -184,9 +175,7 @@ class Daemon:
                 metrics.close()
             if reflector is not None:
                 reflector.close()
-            if self.prober is not None:
-                self._prober_stop.set()
-                self.prober.close()
+            self.paths.close()
             self._leave()
             if self.loop_.flows is not None:
                 self.loop_.flows.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from qosd.control.controller import grants
-from qosd.metrics import ClassStats, DecisionCount, MetricsSnapshot, PeerStats
+from qosd.metrics import ClassStats, DecisionCount, MetricsSnapshot, PeerPathStats, PeerStats
 
 if TYPE_CHECKING:
     from qosd.daemon.service import Daemon
@@ -25,11 +25,15 @@ def metrics_snapshot(daemon: "Daemon") -> MetricsSnapshot:
                    rate_bytes_per_second=granted[name].rate_bps / 8 if name in granted else 0.0,
                    ceil_bytes_per_second=granted[name].ceil_bps / 8 if name in granted else 0.0)
         for name, view in loop.views.items())
+    current = daemon._peer_stats()
     peers = tuple(
         PeerStats(peer=name, class_name=PROBE_CLASS, rtt_s=s.rtt_s,
                   delivery_rate_bytes_per_second=None, retransmits_total=0)
-        for name, s in daemon._peer_stats().items())
+        for name, s in current.items())
+    paths = tuple(PeerPathStats(peer=name, role=p.role, signal=p.signal or "none",
+                                queue_delay_s=p.queue_delay_s, loss_ratio=p.loss)
+                  for name, p in current.items())
     decisions = tuple(DecisionCount(class_name=cls, reason=reason, count=n)
                       for (cls, reason), n in loop.decision_counts.items())
-    return MetricsSnapshot(classes=classes, peers=peers, decisions=decisions,
+    return MetricsSnapshot(classes=classes, peers=peers, paths=paths, decisions=decisions,
                            collectives=daemon.telemetry.aggregates())

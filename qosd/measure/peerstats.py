@@ -84,6 +84,9 @@ class PeerStats:
     loss: float
     sent: int
     received: int
+    reply_age_s: float | None = None     # since the last reply used; None: never answered
+    recent_sent: int = 0                 # probes whose fate is known, in the loss window
+    recent_received: int = 0
 
     def to_json(self) -> dict[str, Any]:
         """The `grants` API's peer object (docs/API.md) plus the extra fields."""
@@ -113,6 +116,7 @@ class PeerEstimator:
         self._outstanding: dict[int, float] = {}
         self._srtt: float | None = None
         self._last_rtt: float | None = None
+        self._last_reply_s: float | None = None
         self.sent = 0
         self.received = 0
 
@@ -133,6 +137,7 @@ class PeerEstimator:
             self._loss.record(sent_s, lost=True)
             return None
         self.received += 1
+        self._last_reply_s = now_s
         self._loss.record(sent_s, lost=False)
         self._last_rtt = rtt_s
         srtt = self._srtt
@@ -152,7 +157,11 @@ class PeerEstimator:
         base = self._base.get(now_s)
         srtt = self._srtt
         queue = max(0.0, srtt - base) if srtt is not None and base is not None else None
+        loss = self._loss.get(now_s)
+        last = self._last_reply_s
         return PeerStats(name=self.name, address=self.address, rtt_s=srtt,
                          last_rtt_s=self._last_rtt, base_rtt_s=base, queue_delay_s=queue,
-                         jitter_s=self._jitter.jitter_s, loss=self._loss.get(now_s).ratio,
-                         sent=self.sent, received=self.received)
+                         jitter_s=self._jitter.jitter_s, loss=loss.ratio,
+                         sent=self.sent, received=self.received,
+                         reply_age_s=None if last is None else max(0.0, now_s - last),
+                         recent_sent=loss.sent, recent_received=loss.sent - loss.lost)

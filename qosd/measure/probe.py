@@ -5,7 +5,7 @@ Ports and marking:
   - a prober sends from the first free UDP port of `PROBER_PORTS` (29391-29398);
   - both mark their packets DSCP 34 (AF41), so beyond the host they get the treatment
     compute traffic gets, and inside a host they pass qosd's HTB as direct traffic
-    (`_bypass_host_shaper`): the probe measures the path, not the host's own queues.
+    (`bypass_host_shaper`): the probe measures the path, not the host's own queues.
 
 Probes are 32 bytes at `DEFAULT_RATE_HZ` (10/s) per peer, at most `MAX_RATE_HZ` (50/s):
 ~13 kbit/s per peer at the maximum. Sockets are read through `loop.add_reader` and
@@ -67,7 +67,7 @@ def open_probe_socket(ports: Sequence[int], netns: str | None = None,
         sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tos)
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, tos)
         sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-        _bypass_host_shaper(sock)
+        bypass_host_shaper(sock)
         for port in ports:
             try:
                 sock.bind((bind, port))
@@ -83,7 +83,7 @@ def open_probe_socket(ports: Sequence[int], netns: str | None = None,
         raise
 
 
-def _bypass_host_shaper(sock: socket.socket) -> None:
+def bypass_host_shaper(sock: socket.socket) -> None:
     """Send probes through qosd's HTB as direct traffic (skb->priority == the root handle).
 
     The controller needs the queue *beyond* the host: the queue inside it is qosd's own
@@ -99,12 +99,12 @@ def _bypass_host_shaper(sock: socket.socket) -> None:
         pass
 
 
-def receive_stamped(sock: socket.socket) -> list[tuple[bytes, tuple, int]]:
+def receive_stamped(sock: socket.socket, bufsize: int = 64) -> list[tuple[bytes, tuple, int]]:
     """Every datagram waiting now, with the kernel's arrival time (ns, realtime clock)."""
     out = []
     for _ in range(_RECV_BATCH):
         try:
-            data, ancillary, _flags, addr = sock.recvmsg(64, _CMSG_SPACE)
+            data, ancillary, _flags, addr = sock.recvmsg(bufsize, _CMSG_SPACE)
         except (BlockingIOError, InterruptedError):
             break
         except OSError:                  # ICMP unreachable surfaces as ECONNREFUSED: skip it
@@ -181,9 +181,19 @@ class Prober:
         self.sock = open_probe_socket(source_ports, netns)
         self._seq = itertools.count(1)
         self._seq_peer: dict[int, str] = {}
+        self._reading: asyncio.AbstractEventLoop | None = None
 
     def close(self) -> None:
+        """Safe while `run` is still going: the event loop forgets the socket before it is
+        closed. (Closing first left the fd in the selector's map while the kernel had dropped
+        it from epoll, so a new socket that got the same fd number was never polled.)"""
+        self._stop_reading()
         self.sock.close()
+
+    def _stop_reading(self) -> None:
+        if self._reading is not None and self.sock.fileno() != -1:
+            self._reading.remove_reader(self.sock.fileno())
+        self._reading = None
 
     def set_peers(self, peers: Sequence[Peer]) -> None:
         """Probe these peers from now on; a peer kept (same name and address) keeps its history."""
@@ -201,8 +211,8 @@ class Prober:
     async def run(self, duration_s: float | None = None,
                   stop: asyncio.Event | None = None) -> dict[str, PeerStats]:
         """Probe until `duration_s` passes or `stop` is set; return the final stats."""
-        loop = asyncio.get_running_loop()
-        loop.add_reader(self.sock.fileno(), self._on_readable)
+        self._reading = asyncio.get_running_loop()
+        self._reading.add_reader(self.sock.fileno(), self._on_readable)
         period = 1.0 / self.rate_hz
         start = next_s = time.monotonic()
         try:
@@ -216,9 +226,10 @@ class Prober:
                 next_s = max(next_s + period, now)     # a stalled loop skips, never bursts
                 await asyncio.sleep(next_s - now)
             await asyncio.sleep(DRAIN_S)         # let the last round's replies arrive
-            self._on_readable()
+            if self.sock.fileno() != -1:
+                self._on_readable()
         finally:
-            loop.remove_reader(self.sock.fileno())
+            self._stop_reading()
         return self.stats()
 
     def _send_round(self) -> None:

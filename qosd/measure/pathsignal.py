@@ -1,0 +1,135 @@
+"""Which delay signal speaks for each peer, and why (DESIGN.md, Delay signals). Pure.
+
+Best first: the qosd UDP probe (exact: the reflector reports its hold time), ICMP echo
+(anyone who answers ping), passive TCP RTT of the host's own flows (needs data moving).
+A signal is used only while it is *fresh* (a reply or sample within its bound) and *not
+lossy* (at most `max_loss` of the recent requests lost). A peer none of them covers is
+unmeasured: it carries no delay, so the controller never reads it as a clear path, however
+long it stays silent; the daemon shows it as such and counts it in the metrics.
+
+Roles say what a path is evidence for: `compute` (configured peers and far ends of
+protected flows), `bulk` (far ends of scavenger flows: the path a disk host's own uploads
+load) and `uplink` (the default gateway and the policy's reflectors).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, Mapping
+
+from qosd.measure.peerstats import PeerStats
+from qosd.measure.tcppath import TcpPathStats
+
+Signal = Literal["agent", "icmp", "tcp"]
+Role = Literal["compute", "bulk", "uplink"]
+SIGNALS: tuple[Signal, ...] = ("agent", "icmp", "tcp")
+ROLES: tuple[Role, ...] = ("compute", "bulk", "uplink")
+
+
+@dataclass(frozen=True)
+class SignalBounds:
+    """How fresh and how complete a signal must be to be believed."""
+
+    agent_fresh_s: float = 1.0         # 10 UDP probes at 10 Hz
+    icmp_fresh_s: float = 3.0          # a few requests even at a shared, lower rate
+    tcp_fresh_s: float = 2.0           # two flow passes at the slowest pass period
+    max_loss: float = 0.5
+
+    def fresh_s(self, signal: Signal) -> float:
+        return {"agent": self.agent_fresh_s, "icmp": self.icmp_fresh_s,
+                "tcp": self.tcp_fresh_s}[signal]
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One signal's view of one path, whatever measured it."""
+
+    signal: Signal
+    rtt_s: float | None
+    base_rtt_s: float | None
+    queue_delay_s: float | None
+    loss: float
+    age_s: float | None                # since the last reply/sample; None: never had one
+    sent: int                          # requests (tcp: flows) in the recent window
+    answered: int                      # replies (tcp: flows that moved data)
+
+    @classmethod
+    def from_echo(cls, signal: Signal, s: PeerStats) -> "Reading":
+        return cls(signal, s.rtt_s, s.base_rtt_s, s.queue_delay_s, s.loss, s.reply_age_s,
+                   s.recent_sent, s.recent_received)
+
+    @classmethod
+    def from_tcp(cls, s: TcpPathStats) -> "Reading":
+        return cls("tcp", s.rtt_s, s.base_rtt_s, s.queue_delay_s, 0.0, s.sample_age_s,
+                   s.flows, s.fresh_flows)
+
+
+@dataclass(frozen=True)
+class PeerPath:
+    """One peer's path as the controller and the operator see it. `signal` None: unmeasured."""
+
+    name: str
+    address: str
+    role: Role
+    signal: Signal | None
+    why: str
+    rtt_s: float | None = None
+    base_rtt_s: float | None = None
+    queue_delay_s: float | None = None
+    loss: float = 0.0
+
+    @property
+    def measured(self) -> bool:
+        return self.signal is not None
+
+    def to_json(self) -> dict[str, Any]:
+        """The `grants`/`status` peer object (docs/API.md)."""
+        return {"address": self.address, "role": self.role, "signal": self.signal,
+                "why": self.why, "measured": self.measured, "rtt_s": self.rtt_s,
+                "base_rtt_s": self.base_rtt_s, "queue_delay_s": self.queue_delay_s,
+                "loss": self.loss}
+
+
+def judge(reading: Reading | None, signal: Signal, bounds: SignalBounds) -> tuple[bool, str]:
+    """Is this signal usable now, and the few words that say why (or why not)."""
+    if reading is None:
+        return False, f"{signal}: {'no flows' if signal == 'tcp' else 'not sent'}"
+    fresh = bounds.fresh_s(signal)
+    if signal == "tcp":
+        if reading.age_s is None:
+            return False, f"tcp: {reading.sent} flows, none moving data"
+        if reading.age_s > fresh:
+            return False, f"tcp: no fresh sample for {reading.age_s:.1f} s"
+        return reading.queue_delay_s is not None, \
+            f"tcp: {reading.answered}/{reading.sent} flows moving data"
+    counts = f"{reading.answered}/{reading.sent} replies"
+    if reading.age_s is None:
+        return False, f"{signal}: no reply ({counts})"
+    if reading.age_s > fresh:
+        return False, f"{signal}: no reply for {reading.age_s:.1f} s"
+    if reading.loss > bounds.max_loss:
+        return False, f"{signal}: {counts}, loss {reading.loss:.0%} > {bounds.max_loss:.0%}"
+    if reading.queue_delay_s is None:
+        return False, f"{signal}: {counts}, no base RTT yet"
+    return True, f"{signal}: {counts}"
+
+
+def choose(name: str, address: str, role: Role, readings: Mapping[Signal, Reading | None],
+           bounds: SignalBounds = SignalBounds()) -> PeerPath:
+    """The best usable signal for one peer, and the reasons down to it.
+
+    The reasons list every signal tried before the one chosen (or all of them when none is
+    usable), e.g. "agent: no reply for 3.2 s; icmp: 10/10 replies".
+    """
+    reasons = []
+    worst_loss = 0.0
+    for signal in SIGNALS:
+        reading = readings.get(signal)
+        usable, why = judge(reading, signal, bounds)
+        reasons.append(why)
+        if reading is not None and signal != "tcp":
+            worst_loss = max(worst_loss, reading.loss)
+        if usable and reading is not None:
+            return PeerPath(name, address, role, signal, "; ".join(reasons), reading.rtt_s,
+                            reading.base_rtt_s, reading.queue_delay_s, reading.loss)
+    return PeerPath(name, address, role, None, "; ".join(reasons), loss=worst_loss)
