@@ -68,5 +68,5 @@ def test_peers_table_and_json_from_grants(monkeypatch: pytest.MonkeyPatch) -> No
     runner = CliRunner()
     table = runner.invoke(main, ["peers"])
     assert table.exit_code == 0
-    assert "198.18.2.1" in table.output and "10.00ms" in table.output and "1.0%" in table.output
+    assert "198.18.2.1" in table.output and "10.0ms" in table.output and "1.0%" in table.output
     assert json.loads(runner.invoke(main, ["peers", "--json"]).output) == grants["peers"]

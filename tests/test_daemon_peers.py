@@ -41,3 +41,13 @@ def test_learned_peers_are_bounded_and_forgotten():
     newest = ps.update(POLICY, [_flow("198.18.9.200", "compute")], now_s=5.0)
     assert len(newest) == 3 and newest[1].name == "flow:198.18.9.200"
     assert [p.name for p in ps.update(POLICY, [], now_s=20.0)] == ["c1"]
+
+
+def test_bulk_set_learns_scavenger_far_ends_apart_and_bounded():
+    bulk = PeerSet(max_learned=2, bulk=True)
+    peers = bulk.update(POLICY, [_flow("198.18.3.2", "disk"), _flow("198.18.3.3", "disk"),
+                                 _flow("198.18.3.4", "disk"), _flow("198.18.2.2", "compute"),
+                                 _flow("198.18.5.5", "disk")], now_s=0.0,
+                        exclude=["198.18.5.5"])
+    assert len(peers) == 2 and all(p.name.startswith("bulk:198.18.3.") for p in peers)
+    assert "c1" not in [p.name for p in peers]       # configured peers are compute peers

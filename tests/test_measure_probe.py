@@ -67,3 +67,35 @@ def test_reflector_drops_garbage_and_answers_requests_marked_af41() -> None:
 def test_probe_rate_is_bounded() -> None:
     with pytest.raises(BadInput, match="probe rate"):
         Prober([], rate_hz=MAX_RATE_HZ + 1, source_ports=[0])
+
+
+def test_a_prober_closed_while_running_leaves_the_loop_clean_for_the_next_one() -> None:
+    """The reload bug: the old socket was closed while still registered with the loop, so a
+    new socket that got the same fd number was never polled (0 replies for good)."""
+    async def scenario() -> tuple[int, int, int]:
+        reflector = Reflector(port=0)
+        reflector.start()
+        peers = [Peer("v4", ipaddress.ip_address("127.0.0.1"))]
+        old = Prober(peers, rate_hz=20, port=reflector.port, source_ports=[0])
+        old_fd = old.sock.fileno()
+        old_run = asyncio.create_task(old.run())
+        await asyncio.sleep(0.2)
+        old.close()                                  # while `run` is still going
+        new = Prober(peers, rate_hz=20, port=reflector.port, source_ports=[0])
+        new_fd = new.sock.fileno()
+        stop = asyncio.Event()
+        new_run = asyncio.create_task(new.run(stop=stop))
+        try:
+            await asyncio.sleep(0.5)
+            received = new.stats()["v4"].received    # as the loop saw them, before any drain
+            stop.set()
+            old_run.cancel()
+            await asyncio.gather(old_run, new_run, return_exceptions=True)
+            return old_fd, new_fd, received
+        finally:
+            new.close()
+            reflector.close()
+
+    old_fd, new_fd, received = asyncio.run(scenario())
+    assert new_fd == old_fd                          # the case that used to go deaf
+    assert received >= 5

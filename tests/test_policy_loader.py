@@ -291,3 +291,23 @@ def test_validate_text_returns_problems_without_raising() -> None:
     assert validate_text(yaml.safe_dump(BASE)) == []
     (problem,) = validate_text(yaml.safe_dump(edited(version=3)), source="api")
     assert str(problem).startswith("api:") and problem.path == "version"
+
+
+def test_reflectors_parse_as_addresses() -> None:
+    policy = parse_policy(yaml.safe_dump(edited(reflectors=["1.1.1.1", "2606:4700::1111"])))
+    assert policy.reflectors == (ipaddress.ip_address("1.1.1.1"),
+                                 ipaddress.ip_address("2606:4700::1111"))
+    assert parse_policy(yaml.safe_dump(BASE)).reflectors == ()
+
+
+@pytest.mark.parametrize("value, path, fragment", [
+    ("1.1.1.1", "reflectors", "expected a list"),
+    (["1.1.1.1", "one.one"], "reflectors[1]", "'one.one' is not an IPv4 or IPv6 address"),
+    (["1.1.1.1", "1.1.1.1"], "reflectors[1]", "duplicate reflector 1.1.1.1 (also reflectors[0])"),
+    (["::1"], "reflectors[0]", "use a unicast address beyond this host"),
+    ([f"198.18.7.{i}" for i in range(9)], "reflectors", "at most 8"),
+])
+def test_bad_reflectors_name_file_line_and_field(value: object, path: str, fragment: str) -> None:
+    problem = the_problem(edited(reflectors=value), path, fragment)
+    assert problem.file == "p.yaml" and problem.line is not None
+    assert str(problem).startswith(f"p.yaml:{problem.line}: {path}: ")

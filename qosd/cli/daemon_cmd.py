@@ -30,6 +30,9 @@ def _host_port(value: str) -> tuple[str, int]:
               help="On SIGTERM remove everything qosd installed (default: leave the static policy).")
 @click.option("--force", is_flag=True, help="Replace a root qdisc that qosd did not install.")
 @click.option("--no-reflector", is_flag=True, help="Do not answer other agents' probes.")
+@click.option("--no-echo", is_flag=True,
+              help="Send no ICMP echo (to peers, the gateway, `reflectors:`); peers without "
+                   "a qosd agent are then measured from their TCP flows only.")
 @click.option("--no-flows", is_flag=True,
               help="Static rules only: no per-flow classification (process/uid/cgroup, register).")
 @click.option("--flow-budget", type=click.FloatRange(0.001, 0.5), default=0.015, show_default=True,
@@ -40,7 +43,7 @@ def _host_port(value: str) -> tuple[str, int]:
               help="Where class names are remembered between runs.")
 @click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
 def run(policy_path: str, socket_path: str, metrics: str, clear_on_exit: bool, force: bool,
-        no_reflector: bool, no_flows: bool, flow_budget: float, state_dir: str,
+        no_reflector: bool, no_echo: bool, no_flows: bool, flow_budget: float, state_dir: str,
         verbose: int) -> None:
     """The daemon: control loop at the policy's interval, local API, metrics.
 
@@ -55,6 +58,7 @@ def run(policy_path: str, socket_path: str, metrics: str, clear_on_exit: bool, f
     config = DaemonConfig(policy_path=policy_path, socket_path=socket_path,
                           metrics_addr=None if metrics == "off" else _host_port(metrics),
                           clear_on_exit=clear_on_exit, force=force, reflector=not no_reflector,
+                          echo=not no_echo,
                           flows=not no_flows, flow_budget=flow_budget, state_dir=state_dir)
     sys.exit(asyncio.run(Daemon(config).run()))
 
