@@ -1,0 +1,167 @@
+"""Delay signals that need no cooperation, against real namespaces.
+
+Topology a -- r -- b: r's link toward b is the bottleneck (HTB + deep bfifo: the modem of a
+shared uplink). b runs nothing of ours but a TCP sink; the kernel answers its pings. The
+ICMP echo prober in a must see the queue bulk uploads build in r (it bypasses a's own HTB,
+which counts it as direct traffic), and the passive TCP estimate of the uploads must agree.
+Then the daemon: after SIGHUP and after the API's `apply_policy` its probes still get
+replies (they used to get none, for good, after any reload).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from integration.daemon_proc import start_daemon, stop_daemon
+from integration.envcheck import require_root
+from integration.traffic import Flow, run_flows
+from policies import load_policy
+from qosd.api.client import ApiClient
+from qosd.classify.local import FlowMonitor
+from qosd.measure.echo import EchoProber, EchoTarget
+from qosd.measure.tcppath import TcpPaths
+
+pytestmark = pytest.mark.root
+
+RATE_BPS = 20_000_000
+FIFO_BYTES = 125_000                       # 50 ms at 20 mbit
+FIFO_DELAY_S = FIFO_BYTES * 8 / RATE_BPS
+IDLE_FLOOR_S = 0.002
+PORT = 5201
+
+HOST_POLICY = """\
+version: 1
+interface: eth0
+link: {egress: 100mbit}
+classes:
+  compute: {priority: 0, guarantee: 60%, match: [{proto: tcp, dport: 29500-29999}]}
+  disk: {priority: 2, guarantee: 10%, scavenger: true, match: [{proto: tcp, dport: 5201}]}
+  other: {priority: 1, guarantee: 10%, default: true}
+"""
+
+
+def test_icmp_and_tcp_see_the_router_queue_of_a_peer_running_nothing(testbed, tmp_path):
+    require_root()
+    a, b, r = testbed.host("a"), testbed.host("b"), testbed.router("r")
+    links = testbed.star(r, [a, b])
+    testbed.bottleneck(r, links["b"].b.name, RATE_BPS, FIFO_BYTES)
+    policy = tmp_path / "host.yaml"
+    policy.write_text(HOST_POLICY)
+    a.run([sys.executable, "-m", "qosd", "policy", "apply", str(policy)])
+    flows = [Flow(a, b, b.addr, PORT), Flow(a, b, b.addr, PORT + 1)]
+    bulk = threading.Thread(target=run_flows, args=(flows,),
+                            kwargs={"seconds": 6.0, "warmup_s": 0.5, "max_bytes": 30_000_000})
+
+    async def scenario() -> dict[str, list[float]]:
+        echo = EchoProber(netns=a.ns)
+        echo.set_targets([EchoTarget("b4", b.addr), EchoTarget("b6", b.addr6)])
+        echo.start()
+        tcp = TcpPaths()
+        out: dict[str, list[float]] = {"idle4": [], "idle6": [], "icmp4": [], "icmp6": [],
+                                       "tcp": [], "base4": []}
+        try:
+            await asyncio.sleep(1.5)
+            idle = echo.stats()
+            out["idle4"].append(idle["b4"].queue_delay_s if idle["b4"].queue_delay_s is not None else -1)
+            out["idle6"].append(idle["b6"].queue_delay_s if idle["b6"].queue_delay_s is not None else -1)
+            bulk.start()
+            with FlowMonitor(load_policy(policy), netns=a.ns) as monitor:
+                for i in range(25):                  # 5 s: the fifo fills in the first ~2
+                    await asyncio.sleep(0.2)
+                    tcp.update(monitor.poll().records, {}, [b.addr], time.monotonic())
+                    if i < 12:
+                        continue
+                    now = echo.stats()
+                    path = tcp.stats(time.monotonic())[b.addr]
+                    out["icmp4"].append(now["b4"].queue_delay_s or 0.0)
+                    out["icmp6"].append(now["b6"].queue_delay_s or 0.0)
+                    if path.queue_delay_s is not None and path.sample_age_s is not None \
+                            and path.sample_age_s < 1.0:
+                        out["tcp"].append(path.queue_delay_s)
+            out["base4"].append(echo.stats()["b4"].base_rtt_s or 1.0)
+            out["sent"] = [echo.stats()["b4"].sent + echo.stats()["b6"].sent]
+            out["mode"] = [echo.mode == "raw"]
+        finally:
+            echo.close()
+        return out
+
+    try:
+        got = asyncio.run(scenario())
+    finally:
+        bulk.join(timeout=40)
+    figures = {k: round(statistics.median(v) * 1e3, 2) for k, v in got.items()
+               if k.startswith(("idle", "icmp", "tcp", "base")) and v}
+    print(f"\nqueue delay ms (median): {figures}; fifo {FIFO_DELAY_S * 1e3:.0f} ms")
+    assert got["mode"] == [True]                     # root in a namespace: raw sockets
+    assert 0 <= got["idle4"][0] < IDLE_FLOOR_S and 0 <= got["idle6"][0] < IDLE_FLOOR_S
+    assert got["base4"][0] < IDLE_FLOOR_S            # the base stays the empty path
+    for key in ("icmp4", "icmp6"):
+        assert 0.3 * FIFO_DELAY_S < statistics.median(got[key]) < 1.5 * FIFO_DELAY_S, got[key]
+    assert len(got["tcp"]) >= 5, got["tcp"]
+    assert 0.3 * FIFO_DELAY_S < statistics.median(got["tcp"]) < 1.5 * FIFO_DELAY_S, got["tcp"]
+    stat = a.run(["tc", "-s", "qdisc", "show", "dev", "eth0"]).stdout
+    direct = int(re.search(r"direct_packets_stat (\d+)", stat).group(1))
+    assert direct >= 0.9 * got["sent"][0], (direct, got["sent"])   # echo skipped the classes
+
+
+DAEMON_POLICY = """\
+version: 1
+interface: eth0
+link: {{egress: 100mbit}}
+classes:
+  compute: {{priority: 0, guarantee: 60%, match: [{{dst: {peer}/32}}]}}
+  other: {{priority: 1, guarantee: 10%, default: true}}
+control: {{interval: 100ms, target_delay: 5ms}}
+peers:
+  - {{name: s, address: {peer}}}
+reflectors: ["{reflector}"]
+"""
+
+
+def _fresh(client: ApiClient, names: dict[str, str], since_s: float, timeout_s: float = 6.0) -> dict:
+    """Wait until each peer is measured by its expected signal, judged at least 1.5 s after
+    `since_s` (a signal is fresh for at most 1-3 s: what is seen then was answered after)."""
+    deadline = time.monotonic() + timeout_s
+    peers: dict = {}
+    while time.monotonic() < deadline:
+        peers = client.call("grants")["peers"]
+        if time.monotonic() - since_s > 3.5 and all(
+                peers.get(n, {}).get("signal") == sig for n, sig in names.items()):
+            return peers
+        time.sleep(0.2)
+    raise AssertionError(f"peers not measured as {names}: {peers}")
+
+
+def test_probes_still_get_replies_after_sighup_and_apply_policy(testbed, tmp_path: Path):
+    require_root()
+    h, s = testbed.host("h"), testbed.host("s")
+    testbed.connect(h, s)
+    reflector = s.popen([sys.executable, "-m", "qosd", "reflect", "--seconds", "60"])
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(DAEMON_POLICY.format(peer=s.addr, reflector=s.addr6))
+    sock = tmp_path / "qosd.sock"
+    proc = start_daemon(h, policy, sock)
+    expected = {"s": "agent", f"reflector:{s.addr6}": "icmp"}
+    try:
+        client = ApiClient(str(sock), timeout_s=2)
+        _fresh(client, expected, time.monotonic() - 3.5)
+        proc.send_signal(signal.SIGHUP)
+        after = _fresh(client, expected, time.monotonic())
+        assert after["s"]["why"].startswith("agent: ") and after["s"]["measured"]
+        client.call("apply_policy", yaml=policy.read_text())
+        after = _fresh(client, expected, time.monotonic())
+        assert after[f"reflector:{s.addr6}"]["queue_delay_s"] is not None
+    finally:
+        code, err = stop_daemon(proc)
+        reflector.kill()
+    assert code == 0, err
+    assert "Invalid file descriptor" not in err and "SIGHUP: reloaded" in err
