@@ -157,6 +157,9 @@ def test_probes_still_get_replies_after_sighup_and_apply_policy(testbed, tmp_pat
         proc.send_signal(signal.SIGHUP)
         after = _fresh(client, expected, time.monotonic())
         assert after["s"]["why"].startswith("agent: ") and after["s"]["measured"]
+        told = client.call("status")["paths"]["compute"]
+        assert told["signal"] in ("agent", "icmp") and told["queue_delay_s"] is not None
+        assert told["measured"] == 2 and told["unmeasured"] == 0
         client.call("apply_policy", yaml=policy.read_text())
         after = _fresh(client, expected, time.monotonic())
         assert after[f"reflector:{s.addr6}"]["queue_delay_s"] is not None

@@ -49,6 +49,7 @@ class Handlers:
                 "link": {"egress_bps": _link_bps(loop),
                          "policy_egress_bps": d.policy.link.egress_bps},
                 "classes": self._classes(), "peers": self._peers(),
+                "paths": _paths_json(loop.last_tick),
                 "registered": registered_json(flows.registered) if flows else {},
                 "dynamic_filters": len(flows.book.installed) if flows else 0,
                 "decisions": loop.recent_decisions(100)}
@@ -94,6 +95,16 @@ class Handlers:
         except PolicyError as exc:
             raise ApiError(POLICY_INVALID, str(exc)) from None
         return {"ops": self.daemon.install(policy)}
+
+
+def _paths_json(tick) -> dict[str, dict[str, Any]]:
+    out = {}
+    for role in ("compute", "bulk"):
+        p = None if tick is None else (tick.path if role == "compute" else tick.bulk_path)
+        out[role] = {"queue_delay_s": p.queue_delay_s if p else None,
+                     "peer": p.peer if p else None, "signal": p.signal if p else None,
+                     "measured": p.measured if p else 0, "unmeasured": p.unmeasured if p else 0}
+    return out
 
 
 def _grants(loop) -> dict[str, tuple[int, int]]:
