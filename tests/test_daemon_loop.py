@@ -116,7 +116,7 @@ def test_worst_path_is_the_slowest_measured_peer(delays, expected):
 
 
 def test_unmeasured_peers_are_counted_and_never_a_clear_path():
-    peers = {"a": _peer(None)["p"], "b": _peer(0.004)["p"], "g": _peer(0.0, "uplink")["p"],
+    peers = {"a": _peer(None)["p"], "b": _peer(0.004)["p"], "r": _peer(0.0, "uplink")["p"],
              "d": _peer(0.030, "bulk")["p"]}
     peers = {name: replace(p, name=name) for name, p in peers.items()}
     path = worst_path(peers)
@@ -126,6 +126,15 @@ def test_unmeasured_peers_are_counted_and_never_a_clear_path():
     assert (bulk.queue_delay_s, bulk.role, bulk.peer) == (0.030, "bulk", "d")
     blind = worst_path({"a": peers["a"]})
     assert blind.queue_delay_s is None and blind.delay_s is None and blind.unmeasured == 1
+
+
+def test_the_gateway_adds_a_queue_but_never_vouches_for_a_clear_path():
+    gateway = replace(_peer(0.0, "gateway")["p"], name="gateway")
+    alone = worst_path({"a": _peer(None)["p"], "gateway": gateway})
+    assert alone.queue_delay_s is None and alone.unmeasured == 1      # still blind
+    wifi = replace(gateway, queue_delay_s=0.020)
+    both = worst_path({"p": _peer(0.003)["p"], "gateway": wifi})
+    assert (both.queue_delay_s, both.peer, both.measured) == (0.020, "gateway", 1)
 
 
 def test_tick_hands_the_controller_both_paths(tmp_path):

@@ -81,7 +81,7 @@ def test_it_measures_configured_learned_bulk_and_uplink_hosts_by_role():
     paths.on_flow_pass(records, {}, 100.0)
     roles = {name: role for name, (role, _addr) in paths.roles.items()}
     assert roles == {"c1": "compute", "flow:198.18.2.2": "compute", "bulk:198.18.3.3": "bulk",
-                     "gateway": "uplink", "reflector:198.18.200.1": "uplink"}
+                     "gateway": "gateway", "reflector:198.18.200.1": "uplink"}
     assert [p.name for p in prober.peers] == ["c1", "flow:198.18.2.2", "bulk:198.18.3.3"]
     assert {t.name for t in echo.targets} == set(roles) and all(t.active for t in echo.targets)
 
@@ -128,3 +128,18 @@ peers:
     assert paths.prober is prober and paths.echo is echo
     assert [p.name for p in prober.peers] == ["c2"]
     assert {t.name for t in echo.targets} == {"c2", "gateway"}
+
+
+def test_the_gateway_is_re_read_after_a_while():
+    prober, echo = FakeProber(), FakeEcho()
+    routes = {"eth0": "198.18.0.254"}
+    now = [100.0]
+    paths = PathMonitor(prober=prober, echo_prober=echo, gateway=routes.get,
+                        clock=lambda: now[0])
+    paths.set_policy(POLICY)
+    routes["eth0"] = "fe80::1%eth0"
+    paths.on_flow_pass([], {}, 110.0)
+    assert paths.roles["gateway"] == ("gateway", "198.18.0.254")     # not yet
+    paths.on_flow_pass([], {}, 131.0)
+    assert paths.roles["gateway"] == ("gateway", "fe80::1%eth0")
+    assert ("gateway", "fe80::1%eth0") in {(t.name, t.address) for t in echo.targets}

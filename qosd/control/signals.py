@@ -49,10 +49,11 @@ class PathSample:
     static policy rather than holding a cut on stale evidence, and never grows past it.
 
     Which paths a sample covers is its `role`: `compute` (`Tick.path`: the compute peers,
-    configured or learned from protected flows, plus the uplink targets: default gateway
-    and the policy's `reflectors`) or `bulk` (`Tick.bulk_path`: the far ends of the host's
-    scavenger flows, what a disk host's own uploads load). `peer` and `signal` name the
-    worst measured path and what measured it (`probe`, `icmp`, `tcp`); `measured` and
+    configured or learned from protected flows, and the policy's `reflectors`) or `bulk`
+    (`Tick.bulk_path`: the far ends of the host's scavenger flows, what a disk host's own
+    uploads load, and the reflectors). The default gateway adds to a sample that has a
+    measured path but never makes a blind one look clear. `peer` and `signal` name the
+    worst measured path and what measured it (`agent`, `icmp`, `tcp`); `measured` and
     `unmeasured` count the role's peers with and without a usable signal: a sample with
     unmeasured peers is partial evidence, not a clear path.
     """

@@ -95,7 +95,7 @@ class TickReport:
 
 
 COMPUTE_ROLES = ("compute", "uplink")
-BULK_ROLES = ("bulk",)
+BULK_ROLES = ("bulk", "uplink")
 
 
 def worst_path(peers: Mapping[str, PeerPath], roles: tuple[str, ...] = COMPUTE_ROLES,
@@ -103,17 +103,23 @@ def worst_path(peers: Mapping[str, PeerPath], roles: tuple[str, ...] = COMPUTE_R
     """The path the controller protects is the worst one: compute waits for its slowest peer.
 
     Only measured peers of `roles` count; an unmeasured one is counted as such and never
-    read as a clear path. None of them measured: a blind sample (queue_delay_s None).
+    read as a clear path. None of them measured: a blind sample (queue_delay_s None). The
+    default gateway (role `gateway`) adds evidence of a queue to a sample that has some,
+    but a gateway alone never makes a blind sample look clear: it usually sits before the
+    bottleneck.
     """
     mine = [p for p in peers.values() if p.role in roles]
     measured = [p for p in mine if p.measured and p.queue_delay_s is not None]
     unmeasured = len(mine) - len(measured)
     if not measured:
         return PathSample(queue_delay_s=None, role=role, unmeasured=unmeasured)
+    measured += [p for p in peers.values()
+                 if p.role == "gateway" and p.measured and p.queue_delay_s is not None]
     worst = max(measured, key=lambda p: p.queue_delay_s or 0.0)
     return PathSample(queue_delay_s=worst.queue_delay_s, base_rtt_s=worst.base_rtt_s,
                       rtt_s=worst.rtt_s, loss=worst.loss, role=role, peer=worst.name,
-                      signal=worst.signal, measured=len(measured), unmeasured=unmeasured)
+                      signal=worst.signal, measured=len(mine) - unmeasured,
+                      unmeasured=unmeasured)
 
 
 @dataclass

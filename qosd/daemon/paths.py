@@ -30,6 +30,7 @@ from qosd.daemon.peers import MAX_BULK, PeerSet
 log = logging.getLogger(__name__)
 
 GATEWAY = "gateway"
+GATEWAY_REREAD_S = 30.0
 REFLECTOR_PREFIX = "reflector:"
 
 
@@ -56,6 +57,8 @@ class PathMonitor:
         self._compute: tuple[Peer, ...] = ()
         self._bulk: tuple[Peer, ...] = ()
         self._uplink: tuple[tuple[str, str], ...] = ()
+        self._gateway_address: str | None = None
+        self._gateway_read_s = 0.0
         self._stop = asyncio.Event()
         self._task: asyncio.Task | None = None
 
@@ -87,12 +90,18 @@ class PathMonitor:
         self.policy = policy
         self._compute = self.compute_set.update(policy, (), self.clock())
         self._bulk = self.bulk_set.update(policy, (), self.clock(), _addresses(self._compute))
-        uplink = [(f"{REFLECTOR_PREFIX}{a}", str(a)) for a in policy.reflectors]
-        gateway = self._gateway(policy.interface) if self.echo_enabled else None
-        if gateway is not None:
-            uplink.insert(0, (GATEWAY, gateway))
-        self._uplink = tuple(uplink)
+        self._uplink = tuple((f"{REFLECTOR_PREFIX}{a}", str(a)) for a in policy.reflectors)
+        self._read_gateway(self.clock())
         self._retarget()
+
+    def _read_gateway(self, now_s: float) -> bool:
+        """Re-read the default route (cheap: one small /proc file); True if it changed."""
+        self._gateway_read_s = now_s
+        gateway = self._gateway(self.policy.interface) \
+            if self.echo_enabled and self.policy is not None else None
+        changed = gateway != self._gateway_address
+        self._gateway_address = gateway
+        return changed
 
     def on_flow_pass(self, records: Iterable[FlowRecord], backlog_tx: Mapping[str, tuple[int, float]],
                      now_s: float) -> None:
@@ -107,7 +116,8 @@ class PathMonitor:
         bulk = self.bulk_set.update(self.policy, records, now_s, _addresses(compute))
         sojourn = {cls: local_sojourn_s(b, tx) for cls, (b, tx) in backlog_tx.items()}
         self.tcp.update(records, sojourn, _addresses(compute + bulk), now_s)
-        if (compute, bulk) != (self._compute, self._bulk):
+        moved = now_s - self._gateway_read_s >= GATEWAY_REREAD_S and self._read_gateway(now_s)
+        if moved or (compute, bulk) != (self._compute, self._bulk):
             self._compute, self._bulk = compute, bulk
             self._retarget()
 
@@ -115,6 +125,8 @@ class PathMonitor:
         self.roles = {**{p.name: ("compute", str(p.address)) for p in self._compute},
                       **{p.name: ("bulk", str(p.address)) for p in self._bulk},
                       **{name: ("uplink", address) for name, address in self._uplink}}
+        if self._gateway_address is not None:
+            self.roles[GATEWAY] = ("gateway", self._gateway_address)
         if self.prober is not None:
             peers = self._compute + self._bulk
             if peers != self.prober.peers:

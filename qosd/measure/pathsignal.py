@@ -9,7 +9,9 @@ long it stays silent; the daemon shows it as such and counts it in the metrics.
 
 Roles say what a path is evidence for: `compute` (configured peers and far ends of
 protected flows), `bulk` (far ends of scavenger flows: the path a disk host's own uploads
-load) and `uplink` (the default gateway and the policy's reflectors).
+load), `uplink` (the policy's reflectors, beyond the uplink by the operator's choice) and
+`gateway` (the default gateway: usually *before* the bottleneck, so it can show a queue on
+the host's own link but never vouch that a path is clear).
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ from qosd.measure.peerstats import PeerStats
 from qosd.measure.tcppath import TcpPathStats
 
 Signal = Literal["agent", "icmp", "tcp"]
-Role = Literal["compute", "bulk", "uplink"]
+Role = Literal["compute", "bulk", "uplink", "gateway"]
 SIGNALS: tuple[Signal, ...] = ("agent", "icmp", "tcp")
-ROLES: tuple[Role, ...] = ("compute", "bulk", "uplink")
+ROLES: tuple[Role, ...] = ("compute", "bulk", "uplink", "gateway")
 
 
 @dataclass(frozen=True)
