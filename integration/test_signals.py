@@ -71,8 +71,9 @@ def test_icmp_and_tcp_see_the_router_queue_of_a_peer_running_nothing(testbed, tm
         try:
             await asyncio.sleep(1.5)
             idle = echo.stats()
-            out["idle4"].append(idle["b4"].queue_delay_s if idle["b4"].queue_delay_s is not None else -1)
-            out["idle6"].append(idle["b6"].queue_delay_s if idle["b6"].queue_delay_s is not None else -1)
+            for name in ("b4", "b6"):
+                queue = idle[name].queue_delay_s
+                out[f"idle{name[1]}"].append(-1 if queue is None else queue)
             bulk.start()
             with FlowMonitor(load_policy(policy), netns=a.ns) as monitor:
                 for i in range(25):                  # 5 s: the fifo fills in the first ~2
@@ -167,7 +168,8 @@ reflectors: ["{reflector}"]
 """
 
 
-def _fresh(client: ApiClient, names: dict[str, str], since_s: float, timeout_s: float = 6.0) -> dict:
+def _fresh(client: ApiClient, names: dict[str, str], since_s: float,
+           timeout_s: float = 6.0) -> dict:
     """Wait until each peer is measured by its expected signal, judged at least 1.5 s after
     `since_s` (a signal is fresh for at most 1-3 s: what is seen then was answered after)."""
     deadline = time.monotonic() + timeout_s

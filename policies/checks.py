@@ -8,13 +8,12 @@ capacity checked on the others; and they run again on a retargeted policy
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from typing import Collection, Mapping, Sequence
 
 from policies.errors import FieldPath
 from policies.fields import did_you_mean
-from policies.model import Link, Policy, RateSpec, Schedule, TrafficClass
+from policies.model import IPAddress, Link, Policy, RateSpec, Schedule, TrafficClass
 from policies.units import format_rate_bps
 
 CLASS_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
@@ -51,8 +50,7 @@ def peer_name_problem(name: str) -> str | None:
 MAX_REFLECTORS = 8
 
 
-def reflector_problem(address: ipaddress.IPv4Address | ipaddress.IPv6Address,
-                      earlier: Sequence[ipaddress.IPv4Address | ipaddress.IPv6Address]) -> str | None:
+def reflector_problem(address: IPAddress, earlier: Sequence[IPAddress]) -> str | None:
     """A reflector must be a unicast host beyond this one, listed once."""
     if address.is_unspecified or address.is_multicast or address.is_loopback:
         return f"{address} cannot answer echo for a path measurement: use a unicast address " \
