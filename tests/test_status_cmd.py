@@ -26,6 +26,10 @@ STATUS = {
                                   "why": "agent: not sent; icmp: no reply for 4.0 s; tcp: no flows",
                                   "measured": False, "rtt_s": None, "base_rtt_s": None,
                                   "queue_delay_s": None, "loss": 1.0}},
+    "paths": {"compute": {"queue_delay_s": 0.0149, "peer": "gpu-b", "signal": "icmp",
+                          "measured": 1, "unmeasured": 1},
+              "bulk": {"queue_delay_s": None, "peer": None, "signal": None, "measured": 0,
+                       "unmeasured": 0}},
     "decisions": [
         {"t_s": 990.0, "class": None, "field": "link", "old_bps": 95_000_000,
          "new_bps": 90_000_000, "reason": "upstream-bottleneck"},
@@ -58,6 +62,8 @@ def test_human_output_shows_classes_peers_and_decisions(daemon):
                             "14.9ms", "0.1%"]
     blind = next(line for line in lines if line.startswith("flow:198.18.1.9"))
     assert blind.split()[3:] == ["UNMEASURED", "-", "-", "-", "100.0%"]
+    assert ("CONTROLLER SEES  bulk: blind (0 measured, 0 unmeasured); compute: 14.9ms via "
+            "gpu-b (icmp; 1 measured, 1 unmeasured)") in lines
     assert lines[-2].split() == ["1m15s", "ago", "link", "rate", "95.0mbit", "->", "90.0mbit",
                                  "(upstream-bottleneck)"]
     assert lines[-1].split() == ["1m05s", "ago", "disk", "ceil", "95.0mbit", "->", "30.0mbit",

@@ -47,6 +47,10 @@ def format_status(status: Mapping[str, Any]) -> str:
     peers = status.get("peers") or {}
     if peers:
         lines += [""] + peer_rows(peers, with_why=False)
+    told = status.get("paths") or {}
+    if told:
+        lines += ["", "CONTROLLER SEES  " + "; ".join(
+            f"{role}: {_path(p)}" for role, p in sorted(told.items()))]
     decisions: Sequence[Mapping[str, Any]] = status.get("decisions") or []
     if decisions:
         lines += ["", "LAST DECISIONS"]
@@ -60,6 +64,13 @@ def format_status(status: Mapping[str, Any]) -> str:
                          f"{_rate(d.get('old_bps'))} -> {_rate(d.get('new_bps'))}"
                          f"  ({d.get('reason', '?')})")
     return "\n".join(lines) + "\n"
+
+
+def _path(p: Mapping[str, Any]) -> str:
+    counts = f"{p.get('measured', 0)} measured, {p.get('unmeasured', 0)} unmeasured"
+    if p.get("queue_delay_s") is None:
+        return f"blind ({counts})"
+    return f"{_ms(p['queue_delay_s'])} via {p.get('peer')} ({p.get('signal')}; {counts})"
 
 
 def peer_rows(peers: Mapping[str, Mapping[str, Any]], with_why: bool) -> list[str]:
