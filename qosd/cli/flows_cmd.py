@@ -1,4 +1,4 @@
-"""`qosd flows` (the classified TCP flows of this host) and `qosd peers` (the daemon's probes).
+"""`qosd flows` (the classified TCP flows of this host) and `qosd peers` (each peer's path).
 
 `qosd flows` works without a daemon: it enumerates the sockets itself and classifies them
 with the policy given, or the `balanced` preset. All of its data comes from `collect_flows`,
