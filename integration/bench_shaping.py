@@ -37,7 +37,7 @@ from integration.testbed import Testbed
 from policies.model import Link, Match, Policy, PortRange, RateSpec, TrafficClass
 from qosd.tc.build import build_tree, with_rates
 from qosd.tc.executor import Reconciler
-from qosd.tc.kernel import NetlinkKernel
+from qosd.tc.netlink import NetlinkKernel
 from qosd.tc.plan import plan
 from qosd.tc.state import MinorsStore
 from qosd.tc.tree import ROOT_HANDLE, DeviceTree, TcTree, fmt_handle

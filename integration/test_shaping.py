@@ -21,7 +21,8 @@ from policies.loader import parse_policy
 from policies.model import Policy
 from qosd.errors import BadInput, NetlinkError, NotOurs
 from qosd.tc.executor import Reconciler
-from qosd.tc.kernel import NetlinkKernel, OpFailed
+from qosd.tc.errors import OpFailed
+from qosd.tc.netlink import NetlinkKernel
 from qosd.tc.state import MinorsStore
 from qosd.tc.tree import IFB_PREFIX, ROOT_HANDLE, Op, classid
 

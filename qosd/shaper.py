@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from qosd.tc.executor import Reconciler
-from qosd.tc.kernel import NetlinkKernel
+from qosd.tc.netlink import NetlinkKernel
 from qosd.tc.state import DEFAULT_STATE_DIR, MinorsStore
 
 

@@ -259,7 +259,7 @@ def test_fq_codel_is_chosen_where_the_kernel_has_it(tmp_path) -> None:
 
 
 def test_unit_tests_cannot_reach_netlink(monkeypatch) -> None:
-    from qosd.tc.kernel import NetlinkKernel
+    from qosd.tc.netlink import NetlinkKernel
 
     with pytest.raises(RuntimeError, match="must not use netlink"):
         socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)

@@ -19,7 +19,7 @@ from typing import Sequence
 
 from qosd.errors import BadInput, NetlinkError
 from qosd.tc import dump, wire
-from qosd.tc.kernel import strerror
+from qosd.tc.errors import strerror
 
 SOL_NETLINK = 270
 NETLINK_CAP_ACK, NETLINK_EXT_ACK = 10, 11

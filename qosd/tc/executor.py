@@ -19,7 +19,8 @@ from policies.model import Policy
 from qosd.errors import BadInput, NetlinkError, NotOurs
 from qosd.tc.build import STATIC_PREF_BASE, TreeBuildError, build_tree, class_minors
 from qosd.tc.caps import LeafChoice, choose_leaf
-from qosd.tc.kernel import OpFailed, TcKernel
+from qosd.tc.errors import OpFailed
+from qosd.tc.kernel import TcKernel
 from qosd.tc.plan import PlanError, invert, plan
 from qosd.tc.show import ShowResult, read_show
 from qosd.tc.state import MinorsStore, fallback_minors

@@ -13,7 +13,8 @@ from dataclasses import replace
 from typing import Iterable, Mapping, Sequence
 
 from qosd.errors import BadInput
-from qosd.tc.kernel import ClassStats, OpFailed, TcKernel
+from qosd.tc.errors import OpFailed
+from qosd.tc.kernel import ClassStats, TcKernel
 from qosd.tc.simulate import SimulationError, simulate
 from qosd.tc.tree import IFB_PREFIX, DeviceTree, HtbRoot, Op, TcTree
 

@@ -3,20 +3,20 @@
 `TcKernel` is everything the executor needs: read back what qosd owns, notice what it does
 not own, apply ops, read counters. `qosd.tc.netlink.NetlinkKernel` is the only product code
 that touches the kernel's tc state; `qosd.tc.fake_kernel.FakeKernel` stands in for it in unit
-tests.
+tests. This module never imports the socket side: code that only needs the interface (the
+planner, the fakes, unit tests) stays free of it. `OpFailed` and `strerror` live in
+`qosd.tc.errors` and are re-exported here for the callers that know them from this module.
 """
 
 from __future__ import annotations
 
-import errno as errno_names
-import os
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
-from qosd.errors import NetlinkError
-from qosd.tc.tree import fmt_u32_handle
-from qosd.tc.tree import (HtbClass, HtbRoot, IngressRedirect, LeafQdisc, Op, TcTree, U32Filter,
-                          fmt_handle)
+from qosd.tc.errors import OpFailed, op_label, strerror
+from qosd.tc.tree import Op, TcTree
+
+__all__ = ["ClassStats", "OpFailed", "TcKernel", "op_label", "strerror"]
 
 
 @dataclass(frozen=True)
@@ -27,38 +27,6 @@ class ClassStats:
     backlog_bytes: int
     backlog_packets: int
     overlimits_total: int
-
-
-def strerror(code: int) -> str:
-    """`Invalid argument (EINVAL)`: the text and the name, as people search for either."""
-    return f"{os.strerror(code)} ({errno_names.errorcode.get(code, str(code))})"
-
-
-def op_label(op: Op) -> str:
-    """`add-class eth0 905d:12`: which op, short enough for an error line."""
-    obj = op.obj
-    if isinstance(obj, U32Filter):
-        what = f"pref {obj.pref} {fmt_u32_handle(obj.handle)}"
-    elif isinstance(obj, IngressRedirect):
-        what = f"-> {obj.ifb_name}"
-    elif isinstance(obj, HtbClass):
-        what = fmt_handle(obj.classid)
-    elif isinstance(obj, HtbRoot):
-        what = f"htb {fmt_handle(obj.handle)} root"
-    elif isinstance(obj, LeafQdisc):
-        what = f"{obj.kind} {fmt_handle(obj.handle)} parent {fmt_handle(obj.parent)}"
-    else:
-        what = obj
-    return f"{op.kind} {op.device} {what}"
-
-
-class OpFailed(NetlinkError):
-    """The kernel refused `op`; `applied` are the ops of the same call that it did apply."""
-
-    def __init__(self, op: Op, code: int, reason: str = "", applied: Sequence[Op] = ()) -> None:
-        self.op, self.errno, self.reason, self.applied = op, code, reason, list(applied)
-        line = f"{op_label(op)}: {strerror(code)}"
-        super().__init__(line + (f": {reason}" if reason else ""))
 
 
 class TcKernel(Protocol):
@@ -92,12 +60,3 @@ class TcKernel(Protocol):
     def managed_interfaces(self) -> list[str]:
         """The interfaces carrying a qosd root qdisc, not counting qosd's own IFBs."""
 
-
-def __getattr__(name: str) -> object:
-    """`NetlinkKernel` lives in `qosd.tc.netlink`; loaded on first use so that code which only
-    needs the interface (the planner, the fakes, unit tests) never imports the socket side."""
-    if name == "NetlinkKernel":
-        from qosd.tc.netlink import NetlinkKernel
-
-        return NetlinkKernel
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -15,7 +15,8 @@ from qosd.errors import BadInput, NetlinkError
 from qosd.tc import dump, wire
 from qosd.tc.batch import RouteSocket
 from qosd.tc.caps import leaf_kinds_available
-from qosd.tc.kernel import ClassStats, OpFailed, TcKernel, strerror
+from qosd.tc.errors import OpFailed, strerror
+from qosd.tc.kernel import ClassStats, TcKernel
 from qosd.tc.tree import (IFB_PREFIX, INGRESS_HANDLE, QOSD_INGRESS_PREF, QOSD_MAJOR, ROOT_HANDLE,
                           DeviceTree, HtbClass, HtbRoot, IngressRedirect, LeafQdisc, Op, TcTree,
                           U32Filter, fmt_handle, major_of, minor_of)
