@@ -18,7 +18,10 @@ from policies.units import format_rate_bps
 
 CLASS_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 PEER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-MAX_CLASSES = 4000
+# 16 classes share a u32 pref and a priority holds 1024 prefs (qosd.tc.build); HTB minors and
+# leaf qdisc handles go to 0xfffe: 16384 classes use ~1030 of the ~2047 u32 hash tables a
+# qdisc can hold and a quarter of the handle space.
+MAX_CLASSES = 16384
 IFNAMSIZ = 16
 Finding = tuple[FieldPath, str]
 

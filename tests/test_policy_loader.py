@@ -10,6 +10,7 @@ import yaml
 
 from policies import (PolicyError, Problem, load_policy, parse_policy, validate_file,
                       validate_text)
+from policies.checks import MAX_CLASSES
 from policies.model import PortRange, RateSpec
 
 BASE: dict[str, Any] = {
@@ -190,8 +191,8 @@ def test_class_name_tc_cannot_carry(name: str) -> None:
 def test_too_many_classes() -> None:
     text = ("version: 1\ninterface: eth0\nlink: {egress: 10gbit}\nclasses:\n"
             "  c0: {guarantee: 1kbit, default: true}\n"
-            + "".join(f"  c{i}: {{guarantee: 1kbit}}\n" for i in range(1, 4001)))
-    the_problem(text, "classes", "4001 classes", "at most 4000")
+            + "".join(f"  c{i}: {{guarantee: 1kbit}}\n" for i in range(1, MAX_CLASSES + 1)))
+    the_problem(text, "classes", f"{MAX_CLASSES + 1} classes", f"at most {MAX_CLASSES}")
 
 
 @pytest.mark.parametrize("field, value, fragment", [

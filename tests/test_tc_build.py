@@ -9,11 +9,12 @@ import pytest
 from scapy.all import IP, TCP, UDP, raw  # type: ignore[attr-defined]
 
 from policies.model import Link, Match, Policy, PortRange, RateSpec, TrafficClass
-from qosd.tc.build import (FQ_CODEL_LIMIT_PACKETS, MinorsExhausted, TreeBuildError,
-                           assign_minors, build_tree, class_minors, filter_pref,
-                           leaf_limit_packets, quantum_bytes, with_link_rate, with_rates)
-from qosd.tc.tree import (FIRST_CLASS_MINOR, MAX_CLASS_MINOR, ROOT_CLASSID, ROOT_HANDLE,
-                          DeviceTree, classid, major_of, minor_of)
+from qosd.tc.build import (FQ_CODEL_LIMIT_PACKETS, MAX_CLASSES_PER_PRIORITY, MinorsExhausted,
+                           TreeBuildError, assign_minors, build_tree, class_minors, filter_pref,
+                           leaf_limit_packets, priority_ranks, quantum_bytes, with_link_rate,
+                           with_rates)
+from qosd.tc.tree import (FIRST_CLASS_MINOR, MAX_CLASS_MINOR, QOSD_MAJOR, RESERVED_MINORS,
+                          ROOT_CLASSID, ROOT_HANDLE, DeviceTree, classid, major_of, minor_of)
 from qosd.tc.u32 import u32_matches
 
 MBIT = 1_000_000
@@ -145,7 +146,8 @@ def test_assign_minors_is_stable() -> None:
 
 
 def test_assign_minors_errors() -> None:
-    full = {f"c{i}": m for i, m in enumerate(range(FIRST_CLASS_MINOR, MAX_CLASS_MINOR + 1))}
+    full = {f"c{i}": m for i, m in enumerate(
+        m for m in range(FIRST_CLASS_MINOR, MAX_CLASS_MINOR + 1) if m not in RESERVED_MINORS)}
     with pytest.raises(MinorsExhausted):
         assign_minors(list(full) + ["one-too-many"], full)
     with pytest.raises(TreeBuildError):
@@ -154,6 +156,47 @@ def test_assign_minors_errors() -> None:
         assign_minors(["a", "b"], {"a": 0x20, "b": 0x20})
     with pytest.raises(TreeBuildError):
         assign_minors(["a"], {"a": 0x2})
+    with pytest.raises(TreeBuildError):
+        assign_minors(["a"], {"a": QOSD_MAJOR})     # its leaf would be the root's handle
+
+
+def test_minors_skip_the_root_major() -> None:
+    held = {f"c{m}": m for m in range(FIRST_CLASS_MINOR, QOSD_MAJOR)}
+    got = assign_minors(list(held) + ["next"], held)
+    assert got["next"] == QOSD_MAJOR + 1
+
+
+def big_policy(n: int, priorities: int = 8) -> Policy:
+    classes = tuple(TrafficClass(f"c{i}", i % priorities, RateSpec(bps=10_000), pct(100),
+                                 default=i == 0,
+                                 match=(Match(dst=ipaddress.ip_network(
+                                     f"198.18.{i >> 8}.{i & 255}/32")),))
+                    for i in range(n))
+    return Policy(version=1, interface="eth0", link=Link(10_000 * MBIT), classes=classes)
+
+
+def test_sixteen_thousand_classes_fit_handles_and_u32_tables() -> None:
+    """16,384 classes, priorities interleaved in the file as badly as they can be: every
+    handle is distinct and in range, and the prefs (one u32 hash table each, ~2047 per qdisc)
+    stay near classes / 16."""
+    eg = build_tree(big_policy(16_384), leaf_kind="pfifo", ifb_name=None).egress
+    minors = [minor_of(cid) for cid in eg.classes if cid != ROOT_CLASSID]
+    assert len(set(minors)) == 16_384 and max(minors) <= MAX_CLASS_MINOR
+    assert not set(minors) & RESERVED_MINORS
+    leaf_majors = {major_of(q.handle) for q in eg.leaves.values()}
+    assert len(leaf_majors) == 16_384 and not leaf_majors & {QOSD_MAJOR, 0xFFFF}
+    prefs = {f.pref for f in eg.filters.values()}
+    assert len(prefs) == 16_384 // 16 and max(prefs) < 1 << 16
+    for pref in prefs:                                 # 16 classes share a table, in file order
+        here = sorted((f.handle, f.cls) for f in eg.filters.values() if f.pref == pref)
+        names = [name for _, name in here]
+        assert len(names) == 16 and names == sorted(names, key=lambda n: int(n[1:]))
+
+
+def test_a_priority_beyond_its_prefs_is_refused() -> None:
+    with pytest.raises(TreeBuildError, match="at priority 0"):
+        filter_pref(0, MAX_CLASSES_PER_PRIORITY + 1)
+    assert filter_pref(0, MAX_CLASSES_PER_PRIORITY) < filter_pref(1, 1)
 
 
 def test_prefs_order_by_priority_then_file_position_and_do_not_move() -> None:
@@ -168,8 +211,9 @@ def test_prefs_order_by_priority_then_file_position_and_do_not_move() -> None:
 
     prefs = order(tree)
     assert prefs["compute"] < prefs["disk"]
+    ranks = priority_ranks(office().classes)
     assert {n: p for n, (p, _) in prefs.items()} == {
-        c.name: filter_pref(c.priority, i) for i, c in enumerate(office().classes, start=1)
+        c.name: filter_pref(c.priority, ranks[c.name]) for c in office().classes
         if c.name in prefs}
     grown = office(extra=(TrafficClass("backup", 0, pct(5), pct(50),
                                        match=(Match(proto="tcp", dport=PortRange(873, 873)),)),))

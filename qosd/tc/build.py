@@ -11,9 +11,9 @@ from dataclasses import replace
 from typing import Iterable, Mapping
 
 from policies.model import Policy, TrafficClass
-from qosd.tc.tree import (FIRST_CLASS_MINOR, MAX_CLASS_MINOR, ROOT_CLASSID, ROOT_HANDLE,
-                          DeviceTree, HtbClass, HtbRoot, IngressRedirect, LeafQdisc, TcTree,
-                          U32Filter, classid, minor_of)
+from qosd.tc.tree import (FIRST_CLASS_MINOR, MAX_CLASS_MINOR, RESERVED_MINORS, ROOT_CLASSID,
+                          ROOT_HANDLE, DeviceTree, HtbClass, HtbRoot, IngressRedirect, LeafQdisc,
+                          TcTree, U32Filter, classid, minor_of)
 from qosd.tc.u32 import U32MatchError, match_keys
 
 LEAF_KINDS = ("pfifo", "fq_codel")
@@ -29,7 +29,8 @@ QUANTUM_MAX_BYTES = 200_000
 MIN_RATE_BPS = 8
 HTB_MAX_PRIO = 7                  # TC_HTB_NUMPRIO - 1
 CLASSES_PER_PREF = 16             # the kernel allows ~2047 u32 prefs per qdisc
-PREF_PRIORITY_STRIDE = 256        # > 4000 classes / CLASSES_PER_PREF
+PREF_PRIORITY_STRIDE = 1024       # prefs per HTB priority
+MAX_CLASSES_PER_PRIORITY = CLASSES_PER_PREF * PREF_PRIORITY_STRIDE   # 16384
 STATIC_PREF_BASE = 16             # prefs below this are the daemon's per-flow filters
 U32_ROOT_HT = 0x80000000
 U32_MAX_NODE = 0xFFF
@@ -70,17 +71,33 @@ def leaf_limit_packets(kind: str, ceil_bps: int) -> int:
     return max(PFIFO_MIN_PACKETS, min(PFIFO_MAX_PACKETS, packets))
 
 
-def filter_pref(priority: int, position: int) -> int:
-    """Lower pref is tried first: priority first, then position in the policy file.
+def filter_pref(priority: int, rank: int) -> int:
+    """Lower pref is tried first: priority first, then `rank`, the class's 1-based position
+    in the policy file among the classes of its own priority.
 
     The same order as `policies.flowmatch.match_order`, so `qosd flows` and `classify`
-    name the class the kernel really picks. Each u32 pref costs the kernel one of its ~2047
-    hash tables, so `CLASSES_PER_PREF` consecutive classes share one, ordered inside it by
-    node id (u32 walks a table's nodes in handle order). Rate changes never move a filter;
+    name the class the kernel really picks. Each u32 pref costs the kernel one of the ~2047
+    hash tables a qdisc can hold, so `CLASSES_PER_PREF` consecutive classes of one priority
+    share one, ordered inside it by node id (u32 walks a table's nodes in handle order).
+    Counting within the priority keeps the tables full: 16,384 classes need ~1030 of them
+    however their priorities interleave in the file. Rate changes never move a filter;
     inserting a class moves the filters after it in its priority (replaced, delete then
-    add), and appending one moves nothing.
+    add), and appending one, or one of another priority, moves nothing.
     """
-    return STATIC_PREF_BASE + priority * PREF_PRIORITY_STRIDE + (position - 1) // CLASSES_PER_PREF
+    if not 1 <= rank <= MAX_CLASSES_PER_PRIORITY:
+        raise TreeBuildError(f"{rank} classes at priority {priority}; at most "
+                             f"{MAX_CLASSES_PER_PRIORITY} fit the u32 prefs qosd uses")
+    return STATIC_PREF_BASE + priority * PREF_PRIORITY_STRIDE + (rank - 1) // CLASSES_PER_PREF
+
+
+def priority_ranks(classes: Iterable[TrafficClass]) -> dict[str, int]:
+    """Class name -> its 1-based position among the classes of its priority, in file order."""
+    seen: dict[int, int] = {}
+    out = {}
+    for cls in classes:
+        seen[cls.priority] = seen.get(cls.priority, 0) + 1
+        out[cls.name] = seen[cls.priority]
+    return out
 
 
 def assign_minors(class_names: Iterable[str], existing: Mapping[str, int]) -> dict[str, int]:
@@ -89,11 +106,13 @@ def assign_minors(class_names: Iterable[str], existing: Mapping[str, int]) -> di
     New classes take the lowest minor that is neither kept nor still held in `existing` by
     a class being removed: within one reconcile the old class is still in the kernel, so
     handing its minor to a newcomer would turn a delete+add into a confusing change.
+    Minors run up to 0xfffe (each class's leaf qdisc takes the major handle equal to its
+    minor, and ffff: is the ingress qdisc), skipping 0x905d, the HTB root's own major.
     """
     names = list(class_names)
     held = set(existing.values())
     for name, minor in existing.items():
-        if not FIRST_CLASS_MINOR <= minor <= MAX_CLASS_MINOR:
+        if not FIRST_CLASS_MINOR <= minor <= MAX_CLASS_MINOR or minor in RESERVED_MINORS:
             raise TreeBuildError(f"class {name!r} holds minor {minor:#x} outside the class range")
     if len(held) != len(existing):
         raise TreeBuildError("two classes hold the same minor")
@@ -105,7 +124,7 @@ def assign_minors(class_names: Iterable[str], existing: Mapping[str, int]) -> di
         if name in existing:
             out[name] = existing[name]
             continue
-        while candidate in held:
+        while candidate in held or candidate in RESERVED_MINORS:
             candidate += 1
         if candidate > MAX_CLASS_MINOR:
             raise MinorsExhausted(f"no class minor left for {name!r} (max {MAX_CLASS_MINOR:#x})")
@@ -123,9 +142,8 @@ def _htb_class(cid: int, parent: int, rate_bps: int, ceil_bps: int, prio: int,
                     quantum_bytes=quantum_bytes(rate), name=name)
 
 
-def _class_filters(cls: TrafficClass, minor: int, position: int, first_node: int,
+def _class_filters(cls: TrafficClass, minor: int, pref: int, first_node: int,
                    mirrored: bool) -> list[U32Filter]:
-    pref = filter_pref(cls.priority, position)
     try:
         key_sets = list(dict.fromkeys(keys for m in cls.match
                                       for keys in match_keys(m, mirrored=mirrored)))
@@ -152,11 +170,13 @@ def build_device(policy: Policy, ifname: str, link_bps: int, minors: Mapping[str
     leaves: dict[int, LeafQdisc] = {}
     filters: dict[tuple[int, int], U32Filter] = {}
     positions = {c.name: i for i, c in enumerate(policy.classes, start=1)}
+    ranks = priority_ranks(policy.classes)
     next_node: dict[int, int] = {}
     for cls in sorted(policy.classes, key=lambda c: (c.priority, positions[c.name])):
         if not 0 <= cls.priority <= HTB_MAX_PRIO:
             raise TreeBuildError(f"class {cls.name!r}: priority {cls.priority} outside "
                                  f"0-{HTB_MAX_PRIO}")
+        pref = filter_pref(cls.priority, ranks[cls.name])
         minor = minors[cls.name]
         cid = classid(minor)
         htb = _htb_class(cid, ROOT_CLASSID, cls.guarantee.resolve_bps(link_bps),
@@ -164,8 +184,7 @@ def build_device(policy: Policy, ifname: str, link_bps: int, minors: Mapping[str
         classes[cid] = htb
         leaves[cid] = LeafQdisc(handle=minor << 16, parent=cid, kind=leaf_kind,
                                 limit_packets=leaf_limit_packets(leaf_kind, htb.ceil_bps))
-        pref = filter_pref(cls.priority, positions[cls.name])
-        for flt in _class_filters(cls, minor, positions[cls.name], next_node.get(pref, 1), mirrored):
+        for flt in _class_filters(cls, minor, pref, next_node.get(pref, 1), mirrored):
             filters[flt.ident] = flt
             next_node[pref] = (flt.handle & U32_MAX_NODE) + 1
     root = HtbRoot(handle=ROOT_HANDLE, default_minor=minors[defaults[0].name], r2q=R2Q)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from itertools import compress
 from operator import attrgetter, is_not
-from typing import Any, Callable, Iterable, Mapping
+from typing import AbstractSet as Set, Any, Callable, Iterable, Mapping
 
 from qosd.tc.tree import (DeviceTree, HtbClass, HtbRoot, LeafQdisc, Op, TcTree, U32Filter,
                           fmt_handle)
@@ -63,24 +63,49 @@ def _by_depth(cids: Iterable[int], classes: Mapping[int, HtbClass], *,
     return sorted(cids, key=lambda c: (sign * depth[c], c))
 
 
-def _validate(tree: DeviceTree) -> None:
-    """Refuse a desired tree with dangling references (C-level passes: this runs every tick)."""
+def _changed(desired: Mapping[Any, Any], actual: Mapping[Any, Any]) -> dict[Any, Any]:
+    """The entries of `desired` that are not the very object `actual` holds under their key."""
+    if desired is actual:
+        return {}
+    get = actual.get
+    return dict(compress(desired.items(), map(is_not, map(get, desired.keys()), desired.values())))
+
+
+def _validate(tree: DeviceTree, actual: DeviceTree | None = None) -> None:
+    """Refuse a desired tree with dangling references (C-level passes: this runs every tick).
+
+    With `actual` holding the same root and the same classids, only the entries that are
+    not `actual`'s own objects are checked: on a daemon tick `actual` is the tree the last
+    tick validated and applied, and a 16,000-class tree must not be re-checked whole to
+    change one rate.
+    """
     root = tree.root
     if root is None:
         return
     classes, leaves, filters = tree.classes, tree.leaves, tree.filters
-    where = f"{tree.ifname}: "
+    if actual is not None and actual.root == root and len(actual.classes) == len(classes):
+        changed = _changed(classes, actual.classes)
+        if changed.keys() <= actual.classes.keys():       # with equal sizes: same classids
+            classes, leaves, filters = (changed, _changed(leaves, actual.leaves),
+                                        _changed(filters, actual.filters))
+    _check(tree.ifname, root.handle, classes, tree.classes.keys(), leaves, filters)
+
+
+def _check(ifname: str, root: int, classes: Mapping[int, HtbClass], classids: Set[int],
+           leaves: Mapping[int, LeafQdisc], filters: Mapping[tuple[int, int], U32Filter]) -> None:
+    """`classes`, `leaves` and `filters` are well keyed and refer only to `classids`."""
+    where = f"{ifname}: "
     if list(map(attrgetter("classid"), classes.values())) != list(classes) \
-            or {cid >> 16 for cid in classes} - {root.handle >> 16}:
-        raise PlanError(where + f"classes must be keyed by classid under {fmt_handle(root.handle)}")
-    dangling = set(map(attrgetter("parent"), classes.values())) - classes.keys() - {root.handle}
+            or {cid >> 16 for cid in classes} - {root >> 16}:
+        raise PlanError(where + f"classes must be keyed by classid under {fmt_handle(root)}")
+    dangling = set(map(attrgetter("parent"), classes.values())) - classids - {root}
     if dangling:
         raise PlanError(where + f"no parent class {fmt_handle(dangling.pop())}")
     if list(map(attrgetter("parent"), leaves.values())) != list(leaves) \
-            or not leaves.keys() <= classes.keys():
+            or not leaves.keys() <= classids:
         raise PlanError(where + "every leaf must be keyed by, and sit under, an existing class")
-    if set(map(attrgetter("parent"), filters.values())) - {root.handle} \
-            or set(map(attrgetter("classid"), filters.values())) - classes.keys():
+    if set(map(attrgetter("parent"), filters.values())) - {root} \
+            or set(map(attrgetter("classid"), filters.values())) - classids:
         raise PlanError(where + "every filter must hang off the root and point to a class")
 
 
@@ -119,12 +144,13 @@ def _drop_classes(tree: DeviceTree, cids: Iterable[int]) -> list[Op]:
 
 def _gone_classes(desired: DeviceTree, actual: DeviceTree) -> set[int]:
     """Actual classes that must leave the kernel: removed, reparented, or under those."""
-    want = desired.classes
-    gone = {cid for cid, cls in actual.classes.items()
-            if cid not in want or (want[cid] is not cls and want[cid].parent != cls.parent)}
+    want, have = desired.classes, actual.classes
+    gone = have.keys() - want.keys()
+    gone.update(cid for cid, cls in _changed(want, have).items()
+                if cid in have and have[cid].parent != cls.parent)
     grew = bool(gone)
     while grew:
-        more = {cid for cid, cls in actual.classes.items() if cls.parent in gone} - gone
+        more = {cid for cid, cls in have.items() if cls.parent in gone} - gone
         gone |= more
         grew = bool(more)
     return gone
@@ -183,7 +209,7 @@ def plan_device(desired: DeviceTree, actual: DeviceTree) -> list[Op]:
     """The ops that turn `actual` into `desired` on one device; [] when they are the same."""
     if desired.ifname != actual.ifname:
         raise PlanError(f"cannot plan {desired.ifname} against {actual.ifname}")
-    _validate(desired)
+    _validate(desired, actual)
     if actual.root is None:
         return build_ops(desired)
     teardown = Op("delete-qdisc", actual.ifname, actual.root, removed_tree=actual)

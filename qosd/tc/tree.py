@@ -23,7 +23,8 @@ INGRESS_HANDLE = 0xFFFF0000              # ffff:   the kernel's ingress qdisc
 QOSD_INGRESS_PREF = 0x905D               # pref of qosd's mirred redirect on ingress
 IFB_PREFIX = "qosdi"                     # qosdi<ifindex>, under IFNAMSIZ on any host
 FIRST_CLASS_MINOR = 0x10
-MAX_CLASS_MINOR = 0x1FFF                 # keeps prio*8192+minor filter prefs in 16 bits
+MAX_CLASS_MINOR = 0xFFFE                 # a class's leaf qdisc is <minor>:, and ffff: is ingress
+RESERVED_MINORS = frozenset({QOSD_MAJOR})  # a leaf 905d: would collide with the HTB root
 
 
 def classid(minor: int) -> int:
