@@ -2,10 +2,10 @@ from __future__ import annotations
 
 import ipaddress
 
-from scapy.all import IP, TCP  # type: ignore[attr-defined]
+from scapy.all import IP, TCP, UDP, IPv6  # type: ignore[attr-defined]
 
-from qosd.classify.dynamic import (DYNAMIC_HT, DYNAMIC_PREF, DynamicFilter, FiveTuple,
-                                   plan_dynamic, to_u32_filter)
+from qosd.classify.dynamic import (DYNAMIC_HT, DYNAMIC_LOCAL_PREF, DYNAMIC_PREF, DynamicFilter,
+                                   FiveTuple, plan_dynamic, to_u32_filter)
 from qosd.tc.build import STATIC_PREF_BASE, filter_pref
 from qosd.tc.tree import ROOT_HANDLE, classid
 from qosd.tc.u32 import flow_keys, u32_matches
@@ -62,3 +62,25 @@ def test_u32_filter_matches_exactly_its_flow() -> None:
     mirrored = to_u32_filter(DynamicFilter(tup(40000), "compute", 7), {"compute": 1}, mirrored=True)
     reply = bytes(IP(src="198.18.1.1", dst="198.18.0.1") / TCP(sport=443, dport=40000))
     assert u32_matches(mirrored.keys, reply)
+
+
+def test_unconnected_udp_filter_matches_its_local_end_after_the_exact_filters() -> None:
+    any4 = ipaddress.ip_address("0.0.0.0")
+    local = FiveTuple(17, any4, any4, 4001, 0)
+    flt = to_u32_filter(DynamicFilter(local, "p2p", 3), {"p2p": classid(0x11)})
+    assert DYNAMIC_PREF < flt.pref == DYNAMIC_LOCAL_PREF < STATIC_PREF_BASE
+    for dst, dport in (("198.18.1.1", 443), ("198.18.9.9", 9)):
+        packet = IP(src="198.18.0.1", dst=dst) / UDP(sport=4001, dport=dport)
+        assert u32_matches(flt.keys, bytes(packet))
+    for other in (UDP(sport=4002), TCP(sport=4001)):
+        assert not u32_matches(flt.keys, bytes(IP(src="198.18.0.1", dst="198.18.1.1") / other))
+    bound = FiveTuple(17, ipaddress.ip_address("198.18.0.1"), any4, 4001, 0)
+    mirrored = to_u32_filter(DynamicFilter(bound, "p2p", 4), {"p2p": 1}, mirrored=True)
+    reply = bytes(IP(src="198.18.7.7", dst="198.18.0.1") / UDP(sport=53, dport=4001))
+    assert u32_matches(mirrored.keys, reply)
+    assert not u32_matches(mirrored.keys, bytes(IP(src="198.18.7.7", dst="198.18.0.2")
+                                                / UDP(sport=53, dport=4001)))
+    v6 = FiveTuple(17, ipaddress.ip_address("::"), ipaddress.ip_address("::"), 4001, 0)
+    v6_filter = to_u32_filter(DynamicFilter(v6, "p2p", 5), {"p2p": 1})
+    assert u32_matches(v6_filter.keys, bytes(IPv6(src="2001:2::1", dst="2001:2::9")
+                                             / UDP(sport=4001, dport=1)))

@@ -134,3 +134,60 @@ def test_record_json_is_plain() -> None:
 def test_bound_outside_node_space_is_refused(bad: int) -> None:
     with pytest.raises(ValueError):
         DynamicFilterBook(max_filters=bad).plan({})
+
+
+UDP_POLICY = parse_policy("""
+version: 1
+interface: eth0
+link: {egress: 100mbit}
+classes:
+  compute: {priority: 0, guarantee: 50%, match: [{proto: udp, dport: 29500}]}
+  p2p:     {priority: 2, guarantee: 10%, match: [{process: "ipfs|libp2p"}]}
+  other:   {priority: 1, guarantee: 10%, default: true}
+""")
+IPFS = OwnerInfo(pid=50, cmdline="ipfs daemon", uid=1000, cgroup="/user.slice")
+
+
+def udp_records(samples, owners):
+    return classify_samples(samples, MemoClassifier(UDP_POLICY), owners, {})
+
+
+def test_udp_sockets_are_flows_classified_by_rule_and_owner() -> None:
+    got = udp_records([
+        sample("198.18.0.1", 40000, "198.18.1.1", 29500, inode=1, proto=17, state="connected"),
+        sample("198.18.0.1", 40001, "198.18.1.1", 7000, inode=2, proto=17, state="connected"),
+        sample("0.0.0.0", 4001, "0.0.0.0", 0, inode=3, proto=17, state="unconnected"),
+        sample("198.18.0.1", 40002, "198.18.1.1", 29500, inode=4)], {2: IPFS, 3: IPFS, 4: IPFS})
+    by_inode = {r.sport: r for r in got}
+    assert (by_inode[40000].cls, by_inode[40000].via) == ("compute", "rule")   # udp rule
+    assert (by_inode[40001].cls, by_inode[40001].via) == ("p2p", "owner")
+    assert (by_inode[4001].cls, by_inode[4001].static_cls) == ("p2p", "other")
+    assert by_inode[40002].static_cls == "other"          # a udp rule does not take tcp
+    wanted = wanted_filters(got)
+    assert set(wanted) == {FiveTuple(17, ipaddress.ip_address("198.18.0.1"),
+                                     ipaddress.ip_address("198.18.1.1"), 40001, 7000),
+                           FiveTuple(17, ipaddress.ip_address("0.0.0.0"),
+                                     ipaddress.ip_address("0.0.0.0"), 4001, 0),
+                           FiveTuple(6, ipaddress.ip_address("198.18.0.1"),
+                                     ipaddress.ip_address("198.18.1.1"), 40002, 29500)}
+    assert by_inode[4001].to_json()["proto"] == "udp" and by_inode[40002].to_json()["proto"] == "tcp"
+
+
+def test_unconnected_socket_is_never_placed_by_a_destination_port_rule() -> None:
+    (rec,) = udp_records([sample("0.0.0.0", 29500, "0.0.0.0", 0, inode=1, proto=17,
+                                 state="unconnected")], {})
+    assert rec.unconnected and rec.cls == "other" and rec.key.dport is None
+
+
+def test_dual_stack_unconnected_socket_wants_a_filter_per_family() -> None:
+    dual, v6only = udp_records([
+        sample("::", 4001, "::", 0, inode=1, proto=17, state="unconnected", v6only=False),
+        sample("::", 4002, "::", 0, inode=2, proto=17, state="unconnected", v6only=True)],
+        {1: IPFS, 2: IPFS})
+    assert [str(t.src) for t in dual.filter_flows] == ["::", "0.0.0.0"]
+    assert [str(t.src) for t in v6only.filter_flows] == ["::"]
+    result = flow_pass([sample("::", 4001, "::", 0, inode=1, proto=17, state="unconnected",
+                               v6only=False)], MemoClassifier(UDP_POLICY), {1: IPFS}, {},
+                       DynamicFilterBook(max_filters=1))
+    (rec,) = result.records            # one of its two filters refused: it stays static
+    assert rec.via == "bound" and rec.cls == "other" and len(result.plan.add) == 1

@@ -77,3 +77,35 @@ def test_registered_pid_only_reads_that_process(tmp_path: Path) -> None:
     assert (by_port[40000].cls, by_port[40000].via) == ("compute", "registered")
     assert (by_port[40001].cls, by_port[40001].pid) == ("disk", None)
     assert [f.cls for f in result.plan.add] == ["compute"]
+
+
+UDP_POLICY = parse_policy("""
+version: 1
+interface: eth0
+link: {egress: 100mbit}
+classes:
+  p2p:   {priority: 0, guarantee: 50%, match: [{process: libp2p}]}
+  other: {priority: 1, guarantee: 10%, default: true}
+""")
+
+
+def test_udp_sockets_get_filters_by_owner_and_lose_them_when_closed(tmp_path: Path) -> None:
+    fake_proc(tmp_path, 80, "libp2p node", [31, 32])
+    connected = sample("198.18.0.1", 50000, "198.18.1.1", 7000, inode=31, proto=17,
+                       state="connected")
+    unconnected = sample("0.0.0.0", 4001, "0.0.0.0", 0, inode=32, proto=17, state="unconnected")
+    diag = FakeSockDiag([[connected, unconnected], [connected], []])
+    with FlowMonitor(UDP_POLICY, proc_root=str(tmp_path), diag=diag) as monitor:
+        first = monitor.poll()
+        assert {(r.proto, r.sport, r.cls, r.pid) for r in first.records} == {
+            (17, 50000, "p2p", 80), (17, 4001, "p2p", 80)}
+        assert sorted((f.flow.sport, f.flow.local_end) for f in first.plan.add) == [
+            (4001, True), (50000, False)]
+        monitor.book.commit(first.plan)
+        second = monitor.poll()                      # the unconnected socket closed
+        assert [f.flow.sport for f in second.plan.remove] == [4001] and not second.plan.add
+        monitor.book.commit(second.plan)
+        third = monitor.poll()
+        assert [f.flow.sport for f in third.plan.remove] == [50000]
+        monitor.book.commit(third.plan)
+        assert not monitor.book.installed

@@ -137,3 +137,35 @@ def test_truncated_message_raises_measure_error() -> None:
     whole = nlmsg(20, inet_diag_msg(socket.AF_INET, "198.18.0.1", 1, "198.18.0.2", 2))
     with pytest.raises(MeasureError, match="truncated"):
         decode(whole[:-8])
+
+
+def test_udp_dump_request_asks_for_bound_sockets_and_tos_only() -> None:
+    req = diagmsg.dump_request(socket.AF_INET, diagmsg.UDP_STATES, proto=diagmsg.IPPROTO_UDP)
+    family, proto, ext, _pad, states = struct.unpack_from("=BBBBI", req, 16)
+    assert (family, proto) == (socket.AF_INET, socket.IPPROTO_UDP)
+    assert not ext & (1 << (diagmsg.INET_DIAG_INFO - 1))
+    assert ext & (1 << (diagmsg.INET_DIAG_TOS - 1))
+    assert states == (1 << 1) | (1 << 7)          # TCP_ESTABLISHED (connected), TCP_CLOSE
+
+
+def test_udp_sockets_decode_connected_and_unconnected_with_v6only() -> None:
+    connected = inet_diag_msg(socket.AF_INET, "198.18.0.1", 4433, "198.18.1.1", 443, state=1,
+                              attrs=attr(diagmsg.INET_DIAG_TOS, bytes([46 << 2])))
+    dual = inet_diag_msg(socket.AF_INET6, "::", 4001, "::", 0, state=7, inode=77,
+                         attrs=attr(diagmsg.INET_DIAG_SKV6ONLY, b"\0"))
+    out: list[diagmsg.TcpSocketSample] = []
+    state = diagmsg.DumpState(diagmsg.IPPROTO_UDP)
+    data = nlmsg(20, connected) + nlmsg(20, dual) + nlmsg(diagmsg.NLMSG_DONE, b"\0" * 4)
+    diagmsg.decode_chunk(data, len(data), out, state)
+    c, d = out
+    assert (c.proto, c.state, c.dport, c.dscp, c.v6only) == (17, "connected", 443, 46, None)
+    assert (d.proto, d.state, str(d.src), str(d.dst), d.dport, d.inode) == (
+        17, "unconnected", "::", "::", 0, 77)
+    assert d.v6only is False and d.bytes_sent == 0 and d.rtt_s == 0.0
+
+
+def test_tcp_samples_keep_their_shape_with_proto_tcp() -> None:
+    (s,), _ = decode(nlmsg(20, inet_diag_msg(socket.AF_INET, "198.18.0.1", 1, "198.18.1.1", 2))
+                     + nlmsg(diagmsg.NLMSG_DONE, b"\0" * 4))
+    assert s.proto == diagmsg.IPPROTO_TCP and s.state == "established" and s.v6only is None
+    assert diagmsg.SocketSample is diagmsg.TcpSocketSample

@@ -1,10 +1,17 @@
 """Exact 5-tuple filters for flows that only the daemon can classify. Pure: no netlink here.
 
 A `process`/`uid`/`cgroup` match, or a pid registered through the API, says nothing u32 can
-see, so for each such flow the daemon installs one filter that matches exactly its 5-tuple.
-They all live at `DYNAMIC_PREF`, below every static pref (`qosd.tc.build` starts those at
-`STATIC_PREF_BASE` = 16 and leaves 1..15 to the daemon): an exact filter is always tried
-first. Handles are `800:0:node` with node in 1..0xFFF.
+see, so for each such flow the daemon installs one filter that matches exactly its 5-tuple
+(TCP, or a connected UDP socket). They live at `DYNAMIC_PREF`, below every static pref
+(`qosd.tc.build` starts those at `STATIC_PREF_BASE` = 16 and leaves 1..15 to the daemon): an
+exact filter is always tried first.
+
+An unconnected UDP socket (QUIC and libp2p servers send to every peer from one) has no
+remote end to match: its "flow" is its local end (`FiveTuple` with the unspecified `dst`
+and `dport` 0), and its filter matches protocol, local port and bound address, whatever
+the destination. Those live at `DYNAMIC_LOCAL_PREF`, after the exact filters, so a
+connected socket sharing the port (SO_REUSEPORT) still goes by its own 5-tuple. Both prefs
+draw handles `800:0:node` (node in 1..0xFFF) from one pool and count against one bound.
 
 The number of such filters is bounded (`max_filters`, default 1024): u32 walks a pref's
 filters linearly per packet, so an unbounded list would tax every packet. At the bound,
@@ -13,8 +20,8 @@ new flows keep their static class and count in `DynamicFilterBook.dropped_total`
 already have a filter keep it. A refused flow is counted once, however many passes it
 stays refused, and gets a filter as soon as a slot frees.
 
-Ownership: `clear` and a restarting daemon remove every filter at `DYNAMIC_PREF` under the
-qosd root; nothing else of ours or anyone's uses that pref there.
+Ownership: `clear` and a restarting daemon remove every filter at the daemon's prefs under the
+qosd root; nothing else of ours or anyone's uses those prefs there.
 """
 
 from __future__ import annotations
@@ -25,9 +32,10 @@ from typing import Mapping, NamedTuple
 from policies.flowmatch import FlowKey
 from policies.model import IPAddress
 from qosd.tc.tree import ROOT_HANDLE, U32Filter
-from qosd.tc.u32 import flow_keys
+from qosd.tc.u32 import flow_keys, local_end_keys
 
 DYNAMIC_PREF = 1
+DYNAMIC_LOCAL_PREF = 2
 DYNAMIC_HT = 0x80000000                  # u32 hash table 800:, the root one
 MAX_DYNAMIC_NODE = 0xFFF
 DEFAULT_MAX_DYNAMIC_FILTERS = 1024
@@ -45,6 +53,11 @@ class FiveTuple(NamedTuple):
     @classmethod
     def of(cls, flow: FlowKey) -> "FiveTuple":
         return cls(flow.proto, flow.src, flow.dst, flow.sport or 0, flow.dport or 0)
+
+    @property
+    def local_end(self) -> bool:
+        """An unconnected socket's local end, not a 5-tuple: no remote address or port."""
+        return self.dport == 0 and self.dst.is_unspecified
 
 
 @dataclass(frozen=True)
@@ -130,7 +143,10 @@ def to_u32_filter(flt: DynamicFilter, classids: Mapping[str, int], *,
                   mirrored: bool = False) -> U32Filter:
     """The tc object for one dynamic filter (`mirrored`: for the IFB ingress tree)."""
     t = flt.flow
-    return U32Filter(parent=ROOT_HANDLE, pref=DYNAMIC_PREF, handle=flt.handle,
-                     classid=classids[flt.cls],
-                     keys=flow_keys(t.proto, t.src, t.dst, t.sport, t.dport, mirrored=mirrored),
-                     cls=flt.cls)
+    if t.local_end:
+        pref, keys = DYNAMIC_LOCAL_PREF, local_end_keys(t.proto, t.src, t.sport, mirrored=mirrored)
+    else:
+        pref, keys = DYNAMIC_PREF, flow_keys(t.proto, t.src, t.dst, t.sport, t.dport,
+                                             mirrored=mirrored)
+    return U32Filter(parent=ROOT_HANDLE, pref=pref, handle=flt.handle,
+                     classid=classids[flt.cls], keys=keys, cls=flt.cls)

@@ -11,10 +11,19 @@ Pure: the caller brings the samples (`qosd.measure.sockdiag`) and the owners
 When 1 or 2 gives a class other than 3, the flow needs an exact filter
 (`qosd.classify.dynamic`). Loopback flows never cross a shaped interface, so they are
 listed but never get a filter.
+
+UDP sockets are flows too. A connected one is classified and filtered like a TCP flow. An
+unconnected one has no remote end: its record shows the unspecified address and port 0,
+the static rules see it without a destination (so a rule on `dst`/`dport` cannot place it,
+while the kernel places each of its datagrams by that datagram's own destination), and
+when its owner calls for another class its filter matches its local end: every datagram
+it sends, to anyone. One bound to `::` that also sends IPv4 gets a filter per family.
+UDP keeps no byte counters, so UDP flows come last when the filter bound bites.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from typing import Any, Iterable, Literal, Mapping, NamedTuple
 
@@ -24,7 +33,9 @@ from qosd.classify.dynamic import DynamicFilterBook, DynamicPlan, FiveTuple
 from qosd.classify.memo import MemoClassifier
 from qosd.measure.diagmsg import TcpSocketSample
 
-TCP = 6
+TCP, UDP = 6, 17
+PROTO_NAMES = {TCP: "tcp", UDP: "udp"}
+_ANY_V4 = ipaddress.IPv4Address(0)
 Via = Literal["rule", "owner", "registered", "bound"]
 
 
@@ -58,14 +69,32 @@ class FlowRecord(NamedTuple):
     bytes_acked: int
     bytes_retrans: int
     total_retrans: int
+    v6only: bool | None = None   # unconnected UDP on IPv6: False when it also sends IPv4
 
     @property
     def key(self) -> FlowKey:
-        return FlowKey(self.proto, self.src, self.dst, self.sport, self.dport, self.dscp)
+        return FlowKey(self.proto, self.src, self.dst, self.sport,
+                       None if self.unconnected else self.dport, self.dscp)
 
     @property
     def five_tuple(self) -> FiveTuple:
         return FiveTuple(self.proto, self.src, self.dst, self.sport, self.dport)
+
+    @property
+    def unconnected(self) -> bool:
+        """A UDP socket with no remote end: it may send to any address."""
+        return self.proto != TCP and self.dport == 0 and self.dst.is_unspecified
+
+    @property
+    def filter_flows(self) -> tuple[FiveTuple, ...]:
+        """What its dynamic filters match: the 5-tuple, or an unconnected socket's local end
+        (twice for a dual-stack `::` socket: once per family)."""
+        flow = self.five_tuple
+        if self.unconnected:
+            if self.src.version == 6 and self.src.is_unspecified and self.v6only is False:
+                return (flow, FiveTuple(self.proto, _ANY_V4, _ANY_V4, self.sport, 0))
+            return (flow,)
+        return (flow,) if self.src.version == self.dst.version else ()
 
     @property
     def needs_filter(self) -> bool:
@@ -73,7 +102,7 @@ class FlowRecord(NamedTuple):
 
     def to_json(self) -> dict[str, Any]:
         out = self._asdict()
-        out["proto"] = "tcp" if self.proto == TCP else self.proto
+        out["proto"] = PROTO_NAMES.get(self.proto, self.proto)
         out["src"], out["dst"] = str(self.src), str(self.dst)
         out["class"], out["static_class"] = out.pop("cls"), out.pop("static_cls")
         return out
@@ -103,28 +132,31 @@ def classify_samples(samples: Iterable[TcpSocketSample], classifier: MemoClassif
     dynamic = classifier.dynamic
     out = []
     for s in samples:
-        static = (by_socket((s.inode, s.sport, s.dport, s.dscp), TCP, s.src, s.dst, s.sport,
-                            s.dport, s.dscp)
-                  if s.inode else classify(TCP, s.src, s.dst, s.sport, s.dport, s.dscp))
+        proto = s.proto
+        # An unconnected UDP socket's remote port is unknown, not 0: no port rule matches it.
+        dport = None if proto != TCP and s.state == "unconnected" else s.dport
+        static = (by_socket((s.inode, s.sport, s.dport, s.dscp), proto, s.src, s.dst, s.sport,
+                            dport, s.dscp)
+                  if s.inode else classify(proto, s.src, s.dst, s.sport, dport, s.dscp))
         owner = owners.get(s.inode)
         cls, via = static, "rule"
         if owner is not None:
             if owner.pid in registered:
                 cls, via = registered[owner.pid], "registered"
             elif dynamic:
-                by_owner = classify(TCP, s.src, s.dst, s.sport, s.dport, s.dscp, owner)
+                by_owner = classify(proto, s.src, s.dst, s.sport, dport, s.dscp, owner)
                 if by_owner != static:
                     cls, via = by_owner, "owner"
             out.append(FlowRecord(
-                TCP, s.src, s.sport, s.dst, s.dport, s.dscp, cls, static, via, s.state,
+                proto, s.src, s.sport, s.dst, s.dport, s.dscp, cls, static, via, s.state,
                 owner.pid, owner.cmdline, owner.uid, owner.cgroup, s.rtt_s, s.min_rtt_s,
                 s.delivery_rate_bps, s.bytes_sent, s.bytes_acked, s.bytes_retrans,
-                s.total_retrans))
+                s.total_retrans, s.v6only))
         else:
             out.append(FlowRecord(
-                TCP, s.src, s.sport, s.dst, s.dport, s.dscp, cls, static, via, s.state,
+                proto, s.src, s.sport, s.dst, s.dport, s.dscp, cls, static, via, s.state,
                 None, None, s.uid, None, s.rtt_s, s.min_rtt_s, s.delivery_rate_bps,
-                s.bytes_sent, s.bytes_acked, s.bytes_retrans, s.total_retrans))
+                s.bytes_sent, s.bytes_acked, s.bytes_retrans, s.total_retrans, s.v6only))
     return out
 
 
@@ -135,7 +167,7 @@ def wanted_filters(records: Iterable[FlowRecord]) -> dict[FiveTuple, str]:
     no state across passes, and a flow that has moved much is rarely about to stop.
     """
     needing = sorted((r for r in records if r.needs_filter), key=lambda r: -r.bytes_sent)
-    return {r.five_tuple: r.cls for r in needing}
+    return {flow: r.cls for r in needing for flow in r.filter_flows}
 
 
 def settle(records: list[FlowRecord], plan: DynamicPlan) -> tuple[FlowRecord, ...]:
@@ -144,7 +176,7 @@ def settle(records: list[FlowRecord], plan: DynamicPlan) -> tuple[FlowRecord, ..
         return tuple(records)
     refused = set(plan.refused)
     return tuple(r._replace(cls=r.static_cls, via="bound")
-                 if r.needs_filter and r.five_tuple in refused else r
+                 if r.needs_filter and not refused.isdisjoint(r.filter_flows) else r
                  for r in records)
 
 

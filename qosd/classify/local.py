@@ -21,7 +21,8 @@ from qosd.measure.sockdiag import SockDiag
 class SocketSource(Protocol):
     """What `FlowMonitor` needs of sock_diag (`SockDiag`, or `FakeSockDiag` in tests)."""
 
-    def tcp_sockets(self) -> list[TcpSocketSample]: ...
+    def sockets(self) -> list[TcpSocketSample]:
+        """Connected TCP sockets and bound UDP sockets, both families."""
 
     def close(self) -> None: ...
 
@@ -56,7 +57,7 @@ class FlowMonitor:
 
     def poll(self, registered: Mapping[int, str] | None = None,
              with_owners: bool = False) -> FlowPass:
-        samples = self._diag.tcp_sockets()
+        samples = self._diag.sockets()
         registered = registered or {}
         inodes = (s.inode for s in samples)
         if with_owners or self.classifier.dynamic:

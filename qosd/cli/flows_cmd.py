@@ -1,4 +1,5 @@
-"""`qosd flows` (the classified TCP flows of this host) and `qosd peers` (each peer's path).
+"""`qosd flows` (the classified TCP and UDP flows of this host) and `qosd peers` (each
+peer's path).
 
 `qosd flows` works without a daemon: it enumerates the sockets itself and classifies them
 with the policy given, or the `balanced` preset. All of its data comes from `collect_flows`,
@@ -40,6 +41,11 @@ def _endpoint(addr: Any, port: int) -> str:
     return f"[{addr}]:{port}" if addr.version == 6 else f"{addr}:{port}"
 
 
+def _remote(record: Any) -> str:
+    """An unconnected UDP socket sends to whoever each datagram names: `*`."""
+    return "*" if record.unconnected else _endpoint(record.dst, record.dport)
+
+
 @main.command("flows")
 @click.option("--policy", "policy_path", default=None, type=click.Path(dir_okay=False),
               help=f"Classify with this policy (default: the '{DEFAULT_PRESET}' preset).")
@@ -49,21 +55,27 @@ def _endpoint(addr: Any, port: int) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the flows as a JSON list.")
 def flows(policy_path: str | None, cls: str | None, pid: int | None, netns: str | None,
           as_json: bool) -> None:
-    """The host's TCP flows: owner, class (and why), RTT, delivery rate, retransmits."""
+    """The host's TCP and UDP flows: owner, class (and why), RTT, delivery rate, retransmits.
+
+    UDP sockets are listed connected (with their remote end) or unconnected (remote `*`:
+    each datagram names its own); the kernel keeps no RTT or rate for them."""
+    from qosd.classify.flowtable import PROTO_NAMES
+
     records = [r for r in collect_flows(policy_path, netns)
                if (cls is None or r.cls == cls) and (pid is None or r.pid == pid)]
     if as_json:
         click.echo(json.dumps([r.to_json() for r in records], indent=2))
         return
     if not records:
-        click.echo("no matching TCP flows")
+        click.echo("no matching flows")
         return
-    click.echo(f"{'LOCAL':<28}{'REMOTE':<28}{'DSCP':>5} {'CLASS':<10}{'VIA':<11}{'PID':>7} "
-               f"{'RTT':>8}{'RATE':>8}{'RETX':>6}  COMMAND")
+    click.echo(f"{'PROTO':<6}{'LOCAL':<28}{'REMOTE':<28}{'DSCP':>5} {'CLASS':<10}{'VIA':<11}"
+               f"{'PID':>7} {'RTT':>8}{'RATE':>8}{'RETX':>6}  COMMAND")
     for r in records:
         rtt = f"{r.rtt_s * 1e3:.2f}ms" if r.rtt_s else "-"
         command = (r.cmdline or "")[:40]
-        click.echo(f"{_endpoint(r.src, r.sport):<28}{_endpoint(r.dst, r.dport):<28}"
+        proto = PROTO_NAMES.get(r.proto, str(r.proto))
+        click.echo(f"{proto:<6}{_endpoint(r.src, r.sport):<28}{_remote(r):<28}"
                    f"{'-' if r.dscp is None else r.dscp:>5} {r.cls:<10}{r.via:<11}"
                    f"{'-' if r.pid is None else r.pid:>7} {rtt:>8}{_rate(r.delivery_rate_bps):>8}"
                    f"{r.total_retrans:>6}  {command}")

@@ -44,7 +44,8 @@ class PeerSet:
         configured = {str(p.address) for p in policy.peers} | set(exclude)
         for r in records:
             addr = str(r.dst)
-            if r.cls in wanted and addr not in configured and not r.dst.is_loopback:
+            if r.cls in wanted and addr not in configured and not r.dst.is_loopback \
+                    and not r.dst.is_unspecified:           # an unconnected UDP socket
                 self._last_seen_s[addr] = now_s
         self._last_seen_s = {a: t for a, t in self._last_seen_s.items()
                              if now_s - t <= self.forget_s and a not in configured}

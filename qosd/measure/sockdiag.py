@@ -1,4 +1,4 @@
-"""Every TCP socket of a network namespace, with its tcp_info, in one netlink dump per family.
+"""Every TCP and UDP socket of a network namespace, in one netlink dump per family and protocol.
 
 The adapter half of `qosd.measure.diagmsg`: it owns the NETLINK_SOCK_DIAG socket and the recv
 loop, nothing else. The socket is opened once and reused across passes (a dump per family per
@@ -48,16 +48,32 @@ class SockDiag:
         """All TCP sockets of `families` in `states` (default: the connected ones)."""
         out: list[TcpSocketSample] = []
         for family in families:
-            out.extend(self._dump(family, states))
+            out.extend(self._dump(family, states, diagmsg.IPPROTO_TCP))
         return out
 
-    def _dump(self, family: int, states: int) -> list[TcpSocketSample]:
+    def udp_sockets(self, families: Iterable[int] = (socket.AF_INET, socket.AF_INET6)
+                    ) -> list[TcpSocketSample]:
+        """All bound UDP sockets of `families`, connected or not (`proto` 17 samples).
+
+        A socket with local port 0 has never been bound nor sent anything, so it is left out.
+        """
+        out: list[TcpSocketSample] = []
+        for family in families:
+            out.extend(s for s in self._dump(family, diagmsg.UDP_STATES, diagmsg.IPPROTO_UDP)
+                       if s.sport)
+        return out
+
+    def sockets(self) -> list[TcpSocketSample]:
+        """TCP (connected) and UDP (bound) sockets: what a flow table enumerates."""
+        return self.tcp_sockets() + self.udp_sockets()
+
+    def _dump(self, family: int, states: int, proto: int) -> list[TcpSocketSample]:
         for _ in range(DUMP_ATTEMPTS):
             self._seq += 1
             out: list[TcpSocketSample] = []
-            state = diagmsg.DumpState()
+            state = diagmsg.DumpState(proto)
             try:
-                self._sock.send(diagmsg.dump_request(family, states, self._seq))
+                self._sock.send(diagmsg.dump_request(family, states, self._seq, proto))
                 while not state.done:
                     n = self._sock.recv_into(self._buf)
                     if n == 0:

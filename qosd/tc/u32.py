@@ -179,6 +179,23 @@ def flow_keys(proto: int, src: IPAddress | str, dst: IPAddress | str, sport: int
     return _keys(src_ip.version, proto, src_net, dst_net, sp, dp, None)
 
 
+def local_end_keys(proto: int, src: IPAddress | str, sport: int, *,
+                   mirrored: bool = False) -> tuple[U32Key, ...]:
+    """The keys matching every packet one unconnected socket sends: its protocol, local port
+    and, unless it is bound to the unspecified address, its local address (as seen on
+    egress unless mirrored, where that end is the destination). The family is `src`'s."""
+    src_ip = ipaddress.ip_address(src)
+    if proto not in PORT_PROTOCOLS:
+        raise U32MatchError(f"protocol {proto} has no ports")
+    if not 0 < sport <= 0xFFFF:
+        raise U32MatchError(f"port {sport} outside 1-65535")
+    net = None if src_ip.is_unspecified else ipaddress.ip_network(src_ip)
+    port = (sport, 0xFFFF)
+    if mirrored:
+        return _keys(src_ip.version, proto, None, net, None, port, None)
+    return _keys(src_ip.version, proto, net, None, port, None, None)
+
+
 def u32_matches(keys: tuple[U32Key, ...] | list[U32Key], packet: bytes) -> bool:
     """Apply one filter's keys to a raw IP packet the way cls_u32 does.
 
