@@ -10,6 +10,7 @@ last and removed first so traffic never reaches an unshaped IFB.
 
 from __future__ import annotations
 
+import itertools
 from itertools import compress
 from operator import attrgetter, is_not
 from typing import AbstractSet as Set, Any, Callable, Iterable, Mapping
@@ -71,21 +72,23 @@ def _changed(desired: Mapping[Any, Any], actual: Mapping[Any, Any]) -> dict[Any,
     return dict(compress(desired.items(), map(is_not, map(get, desired.keys()), desired.values())))
 
 
-def _validate(tree: DeviceTree, actual: DeviceTree | None = None) -> None:
+def _validate(tree: DeviceTree, actual: DeviceTree | None = None,
+              changed: Mapping[int, HtbClass] | None = None) -> None:
     """Refuse a desired tree with dangling references (C-level passes: this runs every tick).
 
     With `actual` holding the same root and the same classids, only the entries that are
     not `actual`'s own objects are checked: on a daemon tick `actual` is the tree the last
     tick validated and applied, and a 16,000-class tree must not be re-checked whole to
-    change one rate.
+    change one rate. `changed` is `_changed(tree.classes, actual.classes)` if known.
     """
     root = tree.root
     if root is None:
         return
     classes, leaves, filters = tree.classes, tree.leaves, tree.filters
     if actual is not None and actual.root == root and len(actual.classes) == len(classes):
-        changed = _changed(classes, actual.classes)
-        if changed.keys() <= actual.classes.keys():       # with equal sizes: same classids
+        if changed is None:
+            changed = _changed(classes, actual.classes)
+        if all(map(actual.classes.__contains__, changed)):       # with equal sizes: same classids
             classes, leaves, filters = (changed, _changed(leaves, actual.leaves),
                                         _changed(filters, actual.filters))
     _check(tree.ifname, root.handle, classes, tree.classes.keys(), leaves, filters)
@@ -98,14 +101,18 @@ def _check(ifname: str, root: int, classes: Mapping[int, HtbClass], classids: Se
     if list(map(attrgetter("classid"), classes.values())) != list(classes) \
             or {cid >> 16 for cid in classes} - {root >> 16}:
         raise PlanError(where + f"classes must be keyed by classid under {fmt_handle(root)}")
-    dangling = set(map(attrgetter("parent"), classes.values())) - classids - {root}
+    # Membership tests, not set differences: `classids` may be a 16,000-entry view that a
+    # set difference would copy whole.
+    parents = set(map(attrgetter("parent"), classes.values())) - {root}
+    dangling = list(itertools.filterfalse(classids.__contains__, parents))
     if dangling:
-        raise PlanError(where + f"no parent class {fmt_handle(dangling.pop())}")
+        raise PlanError(where + f"no parent class {fmt_handle(dangling[0])}")
     if list(map(attrgetter("parent"), leaves.values())) != list(leaves) \
-            or not leaves.keys() <= classids:
+            or not all(map(classids.__contains__, leaves)):
         raise PlanError(where + "every leaf must be keyed by, and sit under, an existing class")
     if set(map(attrgetter("parent"), filters.values())) - {root} \
-            or set(map(attrgetter("classid"), filters.values())) - classids:
+            or not all(map(classids.__contains__, set(map(attrgetter("classid"),
+                                                          filters.values())))):
         raise PlanError(where + "every filter must hang off the root and point to a class")
 
 
@@ -142,11 +149,15 @@ def _drop_classes(tree: DeviceTree, cids: Iterable[int]) -> list[Op]:
     return ops
 
 
-def _gone_classes(desired: DeviceTree, actual: DeviceTree) -> set[int]:
+def _gone_classes(desired: DeviceTree, actual: DeviceTree,
+                  changed: Mapping[int, HtbClass]) -> set[int]:
     """Actual classes that must leave the kernel: removed, reparented, or under those."""
     want, have = desired.classes, actual.classes
-    gone = have.keys() - want.keys()
-    gone.update(cid for cid, cls in _changed(want, have).items()
+    # Every desired class is either one of `actual`'s own objects or in `changed`, so with
+    # equal sizes and `changed` inside `actual` no classid went away.
+    same_ids = len(have) == len(want) and all(map(have.__contains__, changed))
+    gone = set() if same_ids else set(have.keys() - want.keys())
+    gone.update(cid for cid, cls in changed.items()
                 if cid in have and have[cid].parent != cls.parent)
     grew = bool(gone)
     while grew:
@@ -176,17 +187,19 @@ def _fresh(desired: Mapping[Any, Any], actual: Mapping[Any, Any], stale: set[Any
     return (desired.keys() - actual.keys()) | (stale & desired.keys())
 
 
-def _diff(desired: DeviceTree, actual: DeviceTree) -> list[Op]:
+def _diff(desired: DeviceTree, actual: DeviceTree, changed_classes: Mapping[int, HtbClass]
+          ) -> list[Op]:
     dev = desired.ifname
-    gone = _gone_classes(desired, actual)
+    gone = _gone_classes(desired, actual, changed_classes)
 
     stale_filters = set(_stale(desired.filters, actual.filters))
     if gone:
         stale_filters.update(i for i, f in actual.filters.items() if f.classid in gone)
     added_filters = _fresh(desired.filters, actual.filters, stale_filters)
 
-    changed = sorted(c for c in _stale(desired.classes, actual.classes)
-                     if c not in gone and c in desired.classes)
+    have = actual.classes
+    changed = sorted(c for c, cls in changed_classes.items()
+                     if c in have and c not in gone and not same(cls, have[c]))
     added = _fresh(desired.classes, actual.classes, gone)
 
     stale_leaves = {c for c in _stale(desired.leaves, actual.leaves) if c not in gone}
@@ -209,7 +222,8 @@ def plan_device(desired: DeviceTree, actual: DeviceTree) -> list[Op]:
     """The ops that turn `actual` into `desired` on one device; [] when they are the same."""
     if desired.ifname != actual.ifname:
         raise PlanError(f"cannot plan {desired.ifname} against {actual.ifname}")
-    _validate(desired, actual)
+    changed = _changed(desired.classes, actual.classes)
+    _validate(desired, actual, changed)
     if actual.root is None:
         return build_ops(desired)
     teardown = Op("delete-qdisc", actual.ifname, actual.root, removed_tree=actual)
@@ -218,7 +232,7 @@ def plan_device(desired: DeviceTree, actual: DeviceTree) -> list[Op]:
     if not same(desired.root, actual.root):
         # HTB has no in-place change: a new default class or r2q means a new root.
         return [teardown] + build_ops(desired)
-    return _diff(desired, actual)
+    return _diff(desired, actual, changed)
 
 
 def plan(desired: TcTree, actual: TcTree) -> list[Op]:
