@@ -226,6 +226,22 @@ def test_inconsistent_desired_trees_are_refused() -> None:
         plan_device(BASE.egress, DeviceTree("eth1"))
 
 
+def test_tick_planning_checks_only_what_changed_but_still_refuses_dangling_changes() -> None:
+    """Against the tree the last tick left, only new objects are checked: each of these
+    keeps every classid, so the incremental check is the one that must catch it."""
+    eg = BASE.egress
+    disk = next(c for c in eg.classes.values() if c.name == "disk")
+    orphan = replace(disk, parent=classid(0x999))
+    with pytest.raises(PlanError, match="no parent"):
+        plan_device(replace(eg, classes={**eg.classes, disk.classid: orphan}), eg)
+    leaf = eg.leaves[disk.classid]
+    with pytest.raises(PlanError, match="leaf"):
+        plan_device(replace(eg, leaves={**eg.leaves, disk.classid: replace(leaf, parent=0x999)}),
+                    eg)
+    retuned = replace(eg, classes={**eg.classes, disk.classid: replace(disk, rate_bps=8000)})
+    assert [op.kind for op in plan_device(retuned, eg)] == ["change-class"]
+
+
 def test_change_without_before_cannot_be_inverted() -> None:
     with pytest.raises(PlanError):
         invert([Op("change-class", "eth0", BASE.egress.classes[ROOT_CLASSID])])
