@@ -170,7 +170,8 @@ def test_udp_sockets_are_flows_classified_by_rule_and_owner() -> None:
                                      ipaddress.ip_address("0.0.0.0"), 4001, 0),
                            FiveTuple(6, ipaddress.ip_address("198.18.0.1"),
                                      ipaddress.ip_address("198.18.1.1"), 40002, 29500)}
-    assert by_inode[4001].to_json()["proto"] == "udp" and by_inode[40002].to_json()["proto"] == "tcp"
+    assert by_inode[4001].to_json()["proto"] == "udp"
+    assert by_inode[40002].to_json()["proto"] == "tcp"
 
 
 def test_unconnected_socket_is_never_placed_by_a_destination_port_rule() -> None:

@@ -37,8 +37,8 @@ def _host_port(value: str) -> tuple[str, int]:
               help="Static rules only: no per-flow classification (process/uid/cgroup, register).")
 @click.option("--flow-budget", type=click.FloatRange(0.001, 0.5), default=0.015, show_default=True,
               help="Share of one core flow classification may use. A pass costs at least the "
-                   "kernel's TCP hash walk (~4 ms on some hosts): raise this for new flows "
-                   "classified within one control interval.")
+                   "kernel's TCP and UDP hash walks (~4 ms on some hosts): raise this for new "
+                   "flows classified within one control interval.")
 @click.option("--state-dir", default="/run/qosd", show_default=True,
               help="Where class names are remembered between runs.")
 @click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")

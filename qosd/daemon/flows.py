@@ -1,6 +1,6 @@
 """The daemon's view of the host's flows, and the per-flow filters it keeps in the tree.
 
-A pass costs the kernel's walk of its TCP hash tables (~2 ms per address family on a host
+A pass costs the kernel's walk of its TCP and UDP hash tables (~2 ms per family on a host
 with a large table, even with no sockets) plus ~0.3 ms per 100 sockets; it backs off so that
 it never takes more than `budget_frac` of one core (default 1.5%: the whole tick stays under
 2% at 10 Hz) and runs at least every `max_period_s`. With the default a new flow gets its
