@@ -19,7 +19,7 @@ from types import MappingProxyType
 from typing import Callable, Iterable, Mapping
 
 from policies.model import Peer, Policy
-from qosd.classify.flowtable import FlowRecord
+from qosd.classify.flowtable import TCP, FlowRecord
 from qosd.measure.echo import EchoProber, EchoTarget
 from qosd.measure.pathsignal import PeerPath, Reading, Role, SignalBounds, choose
 from qosd.measure.probe import Prober
@@ -115,7 +115,8 @@ class PathMonitor:
         compute = self.compute_set.update(self.policy, records, now_s)
         bulk = self.bulk_set.update(self.policy, records, now_s, _addresses(compute))
         sojourn = {cls: local_sojourn_s(b, tx) for cls, (b, tx) in backlog_tx.items()}
-        self.tcp.update(records, sojourn, _addresses(compute + bulk), now_s)
+        tcp = [r for r in records if r.proto == TCP]       # UDP sockets keep no RTT
+        self.tcp.update(tcp, sojourn, _addresses(compute + bulk), now_s)
         moved = now_s - self._gateway_read_s >= GATEWAY_REREAD_S and self._read_gateway(now_s)
         if moved or (compute, bulk) != (self._compute, self._bulk):
             self._compute, self._bulk = compute, bulk
