@@ -15,10 +15,12 @@ from qosd.api.errors import ApiUnavailable
 
 def start_daemon(host: Host, policy: Path, sock: Path, *extra: str,
                  metrics: str = "off", timeout_s: float = 15) -> subprocess.Popen:
-    """`qosd run` in `host`, returned once its API answers. State lives beside the socket."""
+    """`qosd run` in `host`, returned once its API answers. State and the flight recorder
+    live beside the socket (unless `extra` names another `--recorder-dir`)."""
+    recorder = [] if "--recorder-dir" in extra else ["--recorder-dir", str(sock.parent / "recorder")]
     proc = host.popen([sys.executable, "-m", "qosd", "run", "--policy", str(policy),
                        "--socket", str(sock), "--metrics", metrics,
-                       "--state-dir", str(sock.parent), "-v", *extra])
+                       "--state-dir", str(sock.parent), "-v", *recorder, *extra])
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -170,6 +170,7 @@ def start_daemon(topo: Topology, cfg: ScenarioConfig, workdir: Path, bound_s: fl
     policy, sock, log = workdir / "qosd.yaml", workdir / "qosd.sock", workdir / "qosd.log"
     policy.write_text(qosd_policy_yaml(topo, cfg))
     daemon = qosd_cli(topo.host, ["run", "--policy", str(policy), "--socket", str(sock),
+                                  "--recorder-dir", str(workdir / "recorder"),
                                   "--metrics", "off", "--clear-on-exit"], log=log)
     procs.append(daemon)
     deadline = time.monotonic() + 60

@@ -19,7 +19,9 @@ from policies.checks import (MAX_CLASSES, MAX_REFLECTORS, check_capacity, check_
 from policies.errors import FieldPath, PolicyError, Problem, format_path
 from policies.fields import Issues, describe
 from policies.matches import parse_match
-from policies.model import Control, Link, Match, Peer, Policy, TrafficClass
+from policies.model import (CONTROL_MODES, Control, ControlMode, Link, Match, Peer, Policy,
+                            TrafficClass)
+from policies.units import parse_percent
 from policies.schedules import read_schedule
 from policies.yamldoc import YamlSyntaxError, parse_yaml
 
@@ -29,7 +31,7 @@ TOP_KEYS = ("version", "interface", "link", "classes", "control", "schedules", "
 TOP_REQUIRED = ("version", "interface", "link", "classes")
 LINK_KEYS = ("egress", "ingress")
 CLASS_KEYS = ("priority", "guarantee", "ceil", "default", "scavenger", "match")
-CONTROL_KEYS = ("interval", "target_delay")
+CONTROL_KEYS = ("interval", "target_delay", "mode", "step_slack")
 PEER_KEYS = ("name", "address", "site")
 DEFAULT_PRIORITY = 3
 
@@ -195,9 +197,28 @@ def _control(issues: Issues, value: Any) -> Control | None:
                                "10ms-10s") if "interval" in raw else defaults.interval_s
     target = fields.duration(issues, raw["target_delay"], ("control", "target_delay"), 0.001,
                              1.0, "1ms-1s") if "target_delay" in raw else defaults.target_delay_s
-    if interval is None or target is None:
+    mode = _control_mode(issues, raw["mode"]) if "mode" in raw else defaults.mode
+    slack = (fields.parsed(issues, raw["step_slack"], ("control", "step_slack"), _slack)
+             if "step_slack" in raw else defaults.step_slack)
+    if interval is None or target is None or mode is None or slack is None:
         return None
-    return Control(interval_s=interval, target_delay_s=target)
+    return Control(interval_s=interval, target_delay_s=target, mode=mode, step_slack=slack)
+
+
+def _control_mode(issues: Issues, value: Any) -> ControlMode | None:
+    if value not in CONTROL_MODES:
+        issues.add(("control", "mode"), f"{fields.describe(value)} is not a mode; expected one of "
+                                        f"{', '.join(CONTROL_MODES)}")
+        return None
+    return value
+
+
+def _slack(value: Any) -> float:
+    """A step-time slack: 0% < slack <= 50% (more is no longer right-sizing)."""
+    percent = parse_percent(value)
+    if percent > 50:
+        raise ValueError(f"{value!r} is out of range; expected 0%-50%")
+    return percent / 100
 
 
 def _indexed(issues: Issues, raw: dict[str, Any], key: str, parse: Any) -> list[tuple[int, Any]]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Literal, Mapping, get_args
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -87,10 +87,20 @@ class Link:
     ingress_bps: int | None = None
 
 
+ControlMode = Literal["protect", "right-size", "observe"]
+CONTROL_MODES: tuple[ControlMode, ...] = get_args(ControlMode)
+
+
 @dataclass(frozen=True)
 class Control:
+    """`mode`: `protect` (compute gets what it uses plus headroom), `right-size` (compute gets
+    the least that keeps its step time within `step_slack` of the unconstrained one; the rest
+    goes to disk), `observe` (measure and record only: the static tree is never changed)."""
+
     interval_s: float = 0.1
     target_delay_s: float = 0.005
+    mode: ControlMode = "protect"
+    step_slack: float = 0.02
 
 
 @dataclass(frozen=True)

@@ -33,18 +33,23 @@ class TelemetryRecord:
     grant_bps: int | None
     rank: int
     step: int
+    end_unix_s: float | None = None   # when it ended (wall clock); None: when the daemon got it
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> TelemetryRecord:
         """From validated API params, whose wire name for the size is `bytes`."""
         return cls(job=params["job"], op=params["op"], size_bytes=params["bytes"],
                    duration_s=float(params["duration_s"]), chunk_bytes=params["chunk_bytes"],
-                   grant_bps=params["grant_bps"], rank=params["rank"], step=params["step"])
+                   grant_bps=params["grant_bps"], rank=params["rank"], step=params["step"],
+                   end_unix_s=params.get("end_unix_s"))
 
     def to_params(self) -> dict[str, Any]:
-        return {"job": self.job, "op": self.op, "bytes": self.size_bytes,
-                "duration_s": self.duration_s, "chunk_bytes": self.chunk_bytes,
-                "grant_bps": self.grant_bps, "rank": self.rank, "step": self.step}
+        params = {"job": self.job, "op": self.op, "bytes": self.size_bytes,
+                  "duration_s": self.duration_s, "chunk_bytes": self.chunk_bytes,
+                  "grant_bps": self.grant_bps, "rank": self.rank, "step": self.step}
+        if self.end_unix_s is not None:
+            params["end_unix_s"] = self.end_unix_s
+        return params
 
 
 @dataclass(frozen=True)

@@ -41,9 +41,17 @@ def _host_port(value: str) -> tuple[str, int]:
                    "flows classified within one control interval.")
 @click.option("--state-dir", default="/run/qosd", show_default=True,
               help="Where class names are remembered between runs.")
+@click.option("--recorder-dir", default="/var/lib/qosd/recorder", show_default=True,
+              help="The flight recorder's ring (network samples, decisions, job steps), kept "
+                   "across restarts and read by `qosd report` and `qosd top`; 'off' disables it.")
+@click.option("--recorder-max-mb", type=click.FloatRange(0.01, 100_000), default=64.0,
+              show_default=True, help="Size cap of the ring; the oldest records go first.")
+@click.option("--recorder-interval", type=click.FloatRange(0.1, 60), default=1.0,
+              show_default=True, help="Seconds per recorded network sample.")
 @click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
 def run(policy_path: str, socket_path: str, metrics: str, clear_on_exit: bool, force: bool,
         no_reflector: bool, no_echo: bool, no_flows: bool, flow_budget: float, state_dir: str,
+        recorder_dir: str, recorder_max_mb: float, recorder_interval: float,
         verbose: int) -> None:
     """The daemon: control loop at the policy's interval, local API, metrics.
 
@@ -51,6 +59,7 @@ def run(policy_path: str, socket_path: str, metrics: str, clear_on_exit: bool, f
     peers, lets the controller re-divide the link and applies the changes with
     change-class only. SIGHUP reloads; SIGTERM exits, leaving the static tree in place.
     """
+    from qosd.daemon.recorder import RecorderConfig
     from qosd.daemon.service import Daemon, DaemonConfig
 
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(verbose + 1, 2)]
@@ -59,7 +68,9 @@ def run(policy_path: str, socket_path: str, metrics: str, clear_on_exit: bool, f
                           metrics_addr=None if metrics == "off" else _host_port(metrics),
                           clear_on_exit=clear_on_exit, force=force, reflector=not no_reflector,
                           echo=not no_echo,
-                          flows=not no_flows, flow_budget=flow_budget, state_dir=state_dir)
+                          flows=not no_flows, flow_budget=flow_budget, state_dir=state_dir,
+                          recorder=None if recorder_dir == "off" else
+                          RecorderConfig(recorder_dir, recorder_max_mb, recorder_interval))
     sys.exit(asyncio.run(Daemon(config).run()))
 
 

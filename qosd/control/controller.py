@@ -63,6 +63,8 @@ def initial_state(policy: Policy, wallclock: datetime, link_bps: int | None = No
 def step(policy: Policy, state: ControllerState, tick: Tick,
          tuning: Tuning = DEFAULT_TUNING) -> tuple[ControllerState, list[Decision]]:
     link_policy_bps, control, now = state.policy_link_bps, policy.control, tick.now_s
+    if control.mode == "observe":
+        return replace(state, last_now_s=now), []
     base = base_limits(policy, link_policy_bps)
     limits = (effective_limits(policy, tick.wallclock, link_policy_bps)
               if active_overrides(policy, tick.wallclock) else base)

@@ -52,7 +52,8 @@ class Handlers:
                 "paths": _paths_json(loop.last_tick),
                 "registered": registered_json(flows.registered) if flows else {},
                 "dynamic_filters": len(flows.book.installed) if flows else 0,
-                "decisions": loop.recent_decisions(100)}
+                "decisions": loop.recent_decisions(100),
+                "recorder": d.recorder.status() if d.recorder is not None else None}
 
     def grants(self, _params: dict) -> dict:
         loop = self.daemon.loop_

@@ -19,10 +19,12 @@ from dataclasses import dataclass
 from policies import PolicyError, load_policy
 from policies.model import Policy
 from qosd.api.server import ApiServer
+from qosd.control.controller import link_rate_bps
 from qosd.daemon.flows import FlowStep
 from qosd.daemon.handlers import Handlers
 from qosd.daemon.loop import ControlLoop
 from qosd.daemon.paths import PathMonitor
+from qosd.daemon.recorder import FlightRecorder, RecordedTelemetry, RecorderConfig
 from qosd.daemon.snapshot import metrics_snapshot
 from qosd.tc.build import class_minors
 from qosd.metrics import QosdCollector, serve_metrics
@@ -52,6 +54,7 @@ class DaemonConfig:
     flow_budget: float = 0.015
     state_dir: str = "/run/qosd"
     stall_s: float = 2.0
+    recorder: RecorderConfig | None = None
 
 
 class Watchdog(threading.Thread):
@@ -89,7 +92,8 @@ class Daemon:
         self.config = config
         self.shaper = shaper or open_reconciler(state_dir=config.state_dir)
         self.policy: Policy = load_policy(config.policy_path)
-        self.telemetry = TelemetryStore()
+        self.recorder = FlightRecorder(config.recorder) if config.recorder else None
+        self.telemetry: TelemetryStore = RecordedTelemetry(self.recorder)
         self.started_s = time.monotonic()
         self.stop_event: asyncio.Event | None = None
         self.loop_: ControlLoop | None = None
@@ -179,6 +183,8 @@ class Daemon:
             self._leave()
             if self.loop_.flows is not None:
                 self.loop_.flows.close()
+            if self.recorder is not None:
+                self.recorder.close()
         return 0
 
     async def _control(self, watchdog: Watchdog) -> None:
@@ -186,8 +192,11 @@ class Daemon:
         next_s = time.monotonic()
         while not self.stop_event.is_set():
             try:
-                self.loop_.tick()
+                report = self.loop_.tick()
                 self._learn_peers(time.monotonic())
+                if self.recorder is not None:
+                    self.recorder.on_tick(link_rate_bps(self.loop_.state), self.loop_.views,
+                                          self._peer_stats(), report.decisions)
             except Exception:  # noqa: BLE001 - one bad tick must not kill the daemon
                 log.exception("control tick failed")
             watchdog.kick()

@@ -1,0 +1,130 @@
+"""The records the flight recorder keeps, and their one JSON line each.
+
+Times are wall-clock Unix seconds (`t_s`): the recorder outlives the daemon's process and its
+monotonic clock, and the report of yesterday's run must still line up with the job's logs.
+A record that does not parse (a newer kind, a line cut by a crash) is skipped by readers,
+never fatal: a flight recorder must be readable after the crash it recorded.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Union
+
+
+@dataclass(frozen=True)
+class ClassPoint:
+    """One class over one sample interval: means of rates, the worst backlog, drops so far."""
+
+    rate_bps: int            # granted
+    ceil_bps: int
+    tx_bps: float            # sent, mean over the interval
+    backlog_bytes: int       # the largest seen in the interval
+    drops_total: int
+
+
+@dataclass(frozen=True)
+class PeerPoint:
+    """One peer's path over one interval; delays are the interval's worst, None if unmeasured."""
+
+    address: str
+    queue_delay_s: float | None
+    rtt_s: float | None
+    base_rtt_s: float | None
+    loss: float
+
+
+@dataclass(frozen=True)
+class NetSample:
+    """The network over (t_s - interval_s, t_s]."""
+
+    t_s: float
+    interval_s: float
+    link_bps: int
+    classes: Mapping[str, ClassPoint] = field(default_factory=dict)
+    peers: Mapping[str, PeerPoint] = field(default_factory=dict)
+
+    @property
+    def start_s(self) -> float:
+        return self.t_s - self.interval_s
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """A job's report: one collective (`op` its name) or, with `op == "step"`, one step.
+
+    `t_s` is when it ended; it started `duration_s` earlier.
+    """
+
+    t_s: float
+    job: str
+    op: str
+    duration_s: float
+    size_bytes: int
+    rank: int
+    step: int
+    grant_bps: int | None = None
+
+    @property
+    def start_s(self) -> float:
+        return self.t_s - self.duration_s
+
+    @property
+    def is_step(self) -> bool:
+        return self.op == STEP_OP
+
+
+@dataclass(frozen=True)
+class DecisionRecord:
+    t_s: float
+    cls: str | None
+    field: str
+    old_bps: int
+    new_bps: int
+    reason: str
+
+
+STEP_OP = "step"
+Record = Union[NetSample, JobRecord, DecisionRecord]
+_KIND = {NetSample: "net", JobRecord: "job", DecisionRecord: "decision"}
+
+
+def to_json(record: Record) -> dict[str, Any]:
+    if isinstance(record, NetSample):
+        return {"kind": "net", "t_s": record.t_s, "interval_s": record.interval_s,
+                "link_bps": record.link_bps,
+                "classes": {n: vars(c) for n, c in record.classes.items()},
+                "peers": {n: vars(p) for n, p in record.peers.items()}}
+    return {"kind": _KIND[type(record)], **vars(record)}
+
+
+def from_json(doc: Mapping[str, Any]) -> Record | None:
+    """The record a line held, or None for one this version cannot read."""
+    try:
+        body = {k: v for k, v in doc.items() if k != "kind"}
+        kind = doc.get("kind")
+        if kind == "net":
+            return NetSample(t_s=float(body["t_s"]), interval_s=float(body["interval_s"]),
+                             link_bps=int(body["link_bps"]),
+                             classes={n: ClassPoint(**c) for n, c in body["classes"].items()},
+                             peers={n: PeerPoint(**p) for n, p in body["peers"].items()})
+        if kind == "job":
+            return JobRecord(**body)
+        if kind == "decision":
+            return DecisionRecord(**body)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+    return None
+
+
+def encode(record: Record) -> bytes:
+    return json.dumps(to_json(record), separators=(",", ":")).encode() + b"\n"
+
+
+def decode(line: bytes) -> Record | None:
+    try:
+        doc = json.loads(line)
+    except ValueError:
+        return None
+    return from_json(doc) if isinstance(doc, dict) else None
