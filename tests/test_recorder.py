@@ -14,6 +14,7 @@ from qosd.recorder.records import (ClassPoint, DecisionRecord, JobRecord, NetSam
 from qosd.recorder.ring import RingWriter, read_ring
 from qosd.recorder.sampler import ClassTick, NetSampler, PeerTick
 from qosd.telemetry import TelemetryRecord
+from tests.control_policy import POLICY
 
 
 def _sample(t_s: float) -> NetSample:
@@ -88,7 +89,7 @@ def test_daemon_recorder_writes_ticks_decisions_and_job_reports(tmp_path):
     peers = {"c1": PeerStats("c1", "198.18.1.2", 0.02, 0.02, 0.005, 0.015, 0.0, 0.0, 10, 10)}
     for i in range(25):
         decisions = [Decision(float(i), "disk", "ceil", 10, 5, "delay-over-target")] if i == 3 else []
-        rec.on_tick(100_000_000, {"disk": _View(1, 2, 5e6, 0, 0)}, peers, decisions)
+        rec.on_tick(POLICY, 100_000_000, {"disk": _View(1, 2, 5e6, 0, 0)}, peers, decisions)
     store.record(TelemetryRecord("job", "step", 1024, 0.25, 0, None, 0, 1, end_unix_s=1001.5))
     rec.close()
     records = list(read_ring(tmp_path))

@@ -22,6 +22,7 @@ class ClassPoint:
     tx_bps: float            # sent, mean over the interval
     backlog_bytes: int       # the largest seen in the interval
     drops_total: int
+    protected: bool = False  # a class of the policy's top priority: the one jobs run in
 
 
 @dataclass(frozen=True)

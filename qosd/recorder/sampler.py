@@ -20,6 +20,7 @@ class ClassTick:
     tx_bps: float
     backlog_bytes: int
     drops_total: int
+    protected: bool = False
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ class NetSampler:
             prev = self._classes.get(name)
             self._classes[name] = ClassPoint(c.rate_bps, c.ceil_bps, 0.0,
                                              max(c.backlog_bytes, prev.backlog_bytes if prev else 0),
-                                             c.drops_total)
+                                             c.drops_total, c.protected)
         for name, p in peers.items():
             prev = self._peers.get(name)
             self._peers[name] = PeerPoint(
@@ -72,7 +73,7 @@ class NetSampler:
             t_s=t_s, interval_s=t_s - self._start_s if self._ticks > 1 else self.interval_s,
             link_bps=self._link_bps,
             classes={n: ClassPoint(c.rate_bps, c.ceil_bps, self._tx_sum[n] / self._ticks,
-                                   c.backlog_bytes, c.drops_total)
+                                   c.backlog_bytes, c.drops_total, c.protected)
                      for n, c in self._classes.items()},
             peers=dict(self._peers))
         self._start_s, self._ticks = t_s, 0
