@@ -119,7 +119,8 @@ class Monitor:
             step_index = self.steps._index
             self._step_bytes += size_bytes
             self._step_count += 1
-            step = None if self._optimizer_steps else self.steps.on_collective(op, size_bytes, start_s)
+            step = None if self._optimizer_steps else self.steps.on_collective(op, size_bytes,
+                                                                                start_s, end_s)
         self.sink(TelemetryRecord(self.job, op, size_bytes, end_s - start_s, 0, None, rank,
                                   step_index, end_unix_s=wall))
         if step is not None:
@@ -138,6 +139,13 @@ class Monitor:
                 self.steps = StepDetector(_index=self.steps._index)
             step = self.steps.on_boundary(now, self._step_bytes, self._step_count)
             self._step_bytes, self._step_count = 0, 0
+        if step is not None:
+            self._emit_step(step, self._rank())
+
+    def finish(self) -> None:
+        """The job ended: report the step it was in (the pattern's last one has no successor)."""
+        with self._lock:
+            step = None if self._optimizer_steps else self.steps.finish()
         if step is not None:
             self._emit_step(step, self._rank())
 
@@ -231,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 1)
     finally:
+        monitor.finish()
         reporter.stop()
     return 0
 

@@ -35,13 +35,25 @@ class StepDetector:
     _bytes: int = 0
     _count: int = 0
     _index: int = 0
+    _prologue: list[tuple[Signature, float]] = field(default_factory=list)
+    _last_end_s: float | None = None
 
-    def on_collective(self, op: str, size_bytes: int, start_s: float) -> Step | None:
+    def on_collective(self, op: str, size_bytes: int, start_s: float,
+                      end_s: float | None = None) -> Step | None:
         """Account one top-level collective; return the step it closed, if any."""
         sig = (op, size_bytes)
         closed = None
+        self._last_end_s = end_s if end_s is not None else start_s
         if self.anchor is None and sig in self._seen:
             self.anchor = sig
+            first = next(i for i, (s, _) in enumerate(self._prologue) if s == sig)
+            step = self._prologue[first:]
+            self._start_s = self._seen[sig]
+            self._bytes = sum(s[1] for s, _ in step)
+            self._count = len(step)
+            self._prologue = []
+        elif self.anchor is None and len(self._prologue) < 1024:
+            self._prologue.append((sig, start_s))
         if sig == self.anchor:
             if self._start_s is not None and self._count:
                 closed = Step(self._index, self._start_s, start_s, self._bytes, self._count)
@@ -52,6 +64,16 @@ class StepDetector:
             self._bytes += size_bytes
             self._count += 1
         return closed
+
+    def finish(self) -> Step | None:
+        """The step under way when the job ends, closed at its last collective's end."""
+        if self.anchor is None or self._start_s is None or not self._count \
+                or self._last_end_s is None:
+            return None
+        step = Step(self._index, self._start_s, self._last_end_s, self._bytes, self._count)
+        self._index += 1
+        self._start_s = None
+        return step
 
     def on_boundary(self, t_s: float, size_bytes: int, count: int) -> Step | None:
         """An explicit step end (an optimizer's `step()`)."""

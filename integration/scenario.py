@@ -59,6 +59,7 @@ class ScenarioConfig:
     compute_guarantee_pct: int = 60
     idle_s: float = 1.0
     disk_lead_s: float = 2.0
+    monitor_socket: str | None = None   # run rank 0 under collectives.monitor, reporting here
 
     def __post_init__(self) -> None:
         if self.compute_peers not in (1, 2):

@@ -194,10 +194,13 @@ def start_workers(topo: Topology, cfg: ScenarioConfig, workdir: Path,
             "--master", f"{topo.host.addr}:{port}", "--grad-bytes", str(cfg.grad_bytes),
             "--seconds", str(cfg.seconds), "--max-steps", str(MAX_STEPS)]
     workers = []
+    monitor = (["-m", "collectives.monitor", "--job", "scenario", "--socket", cfg.monitor_socket]
+               if cfg.monitor_socket else [])
     for rank, host in enumerate([topo.host, *topo.compute]):
         with open(workdir / f"rank{rank}.err", "w") as err:
             extra = ["--wait-go"] if rank == 0 else []
-            workers.append(host.python([*args, "--rank", str(rank), *extra], env=GLOO_ENV,
+            wrap = monitor if rank == 0 else []
+            workers.append(host.python([*wrap, *args, "--rank", str(rank), *extra], env=GLOO_ENV,
                                        stdin=subprocess.PIPE if rank == 0 else subprocess.DEVNULL,
                                        stderr=err))
             procs.append(workers[-1])

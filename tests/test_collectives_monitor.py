@@ -20,9 +20,11 @@ def test_a_repeating_collective_marks_the_steps_after_a_prologue():
             steps.append(det.on_collective(op, size, t))
     done = [s for s in steps if s is not None]
     assert det.anchor == ("all_reduce", 100)
-    assert [s.collectives for s in done] == [3, 3, 3]
+    last = det.finish()
+    assert [s.collectives for s in done] == [3, 3, 3, 3] and last.collectives == 3
     assert all(abs(s.duration_s - 0.3) < 1e-9 for s in done)
-    assert [s.size_bytes for s in done] == [308, 308, 308]
+    assert [s.size_bytes for s in done] == [308] * 4
+    assert [s.index for s in (*done, last)] == [0, 1, 2, 3, 4]
 
 
 def test_command_line_leaves_the_jobs_own_arguments_alone():
@@ -53,7 +55,7 @@ def _monitored(rank: int, world: int) -> None:
     assert all(r.duration_s >= 0 and r.rank == rank and r.end_unix_s for r in records)
     assert [r.size_bytes for r in records if r.op == "all_reduce"][0] == 4096
     steps = [r for r in records if r.op == "step"]
-    assert len(steps) == 2 and steps[0].size_bytes == 4096 + 64, steps
+    assert len(steps) == 3 and steps[0].size_bytes == 4096 + 64, steps
 
     model = torch.nn.Linear(4, 1)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
