@@ -42,4 +42,4 @@ def main() -> None:
 
 # Command modules add themselves to `main` on import.
 from qosd.cli import (classify_cmd, daemon_cmd, demo_cmd, flows_cmd,  # noqa: E402,F401
-                      policy_cmd, status_cmd)
+                      policy_cmd, report_cmd, status_cmd, top_cmd)

@@ -1,0 +1,160 @@
+"""What `qosd top` shows, as plain lines that fit a terminal: classes, peers, jobs, steps with
+their attribution, decisions, and the host's processes with their flows.
+
+Pure: a daemon `status` reply, a `flows` reply and a `Timeline` in, lines out. Sections are
+cut to the terminal's height in a fixed order of importance, every line to its width, so the
+frame works in a plain 80x24 terminal and a test can read it back.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+from qosd.insight.timeline import StepView, Timeline
+
+
+def rate(bps: float | None) -> str:
+    if bps is None:
+        return "-"
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(bps) >= scale:
+            return f"{bps / scale:.1f}{unit}"
+    return f"{bps:.0f}"
+
+
+def ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1e3:.1f}ms"
+
+
+def size(n: float | None) -> str:
+    if n is None:
+        return "-"
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f}{unit}"
+    return f"{n:.0f}B"
+
+
+def _row(cells: Sequence[str], widths: Sequence[int]) -> str:
+    return " ".join(str(c)[:w].ljust(w) for c, w in zip(cells, widths)).rstrip()
+
+
+@dataclass(frozen=True)
+class JobSummary:
+    job: str
+    last_step_s: float | None
+    baseline_s: float | None
+    collective_s: float | None          # mean over the recent collectives
+    algbw_bps: float | None             # bytes / time of those collectives
+    slow_steps: int
+    steps: int
+
+
+def jobs(timeline: Timeline, recent: int = 20) -> list[JobSummary]:
+    by_job: dict[str, list[StepView]] = defaultdict(list)
+    for s in timeline.steps:
+        by_job[s.record.job].append(s)
+    colls = defaultdict(list)
+    for c in timeline.collectives:
+        colls[c.job].append(c)
+    out = []
+    for job in sorted(set(by_job) | set(colls)):
+        steps, cs = by_job.get(job, []), colls.get(job, [])[-recent:]
+        dur = sum(c.duration_s for c in cs)
+        out.append(JobSummary(job, steps[-1].record.duration_s if steps else None,
+                              timeline.baselines_s.get(job),
+                              dur / len(cs) if cs else None,
+                              sum(c.size_bytes for c in cs) * 8 / dur if dur > 0 else None,
+                              sum(1 for s in steps if s.slow), len(steps)))
+    return out
+
+
+def processes(flows: Sequence[Mapping[str, Any]]) -> list[tuple[str, int, int, int, float, int]]:
+    """(process, pid, flows, bytes sent, worst RTT, retransmits) per owning process."""
+    groups: dict[tuple[str, int], list[Mapping[str, Any]]] = defaultdict(list)
+    for f in flows:
+        cmd = (f.get("cmdline") or "?").split()
+        name = cmd[0].rsplit("/", 1)[-1] if cmd else "?"
+        if name.startswith("python") and len(cmd) > 2 and cmd[1] == "-m":
+            name = cmd[2]
+        groups[(name, f.get("pid") or 0)].append(f)
+    rows = [(name, pid, len(fs), sum(f.get("bytes_sent") or 0 for f in fs),
+             max(f.get("rtt_s") or 0.0 for f in fs), sum(f.get("total_retrans") or 0 for f in fs))
+            for (name, pid), fs in groups.items()]
+    return sorted(rows, key=lambda r: -r[3])
+
+
+def frame(status: Mapping[str, Any], timeline: Timeline, flows: Sequence[Mapping[str, Any]] = (),
+          width: int = 80, height: int = 24, now_s: float | None = None) -> list[str]:
+    """One screen. Classes and peers come first (the network now), then jobs and steps."""
+    now_s = time.time() if now_s is None else now_s
+    link = (status.get("link") or {}).get("egress_bps")
+    head = (f"qosd top  {status.get('interface', '?')}  link {rate(link)}bit/s  "
+            f"ticks {status.get('ticks', '-')}  {time.strftime('%H:%M:%S', time.localtime(now_s))}")
+    sections: list[list[str]] = []
+    cw = (10, 9, 9, 9, 9, 7)
+    classes = status.get("classes") or {}
+    sections.append([_row(("CLASS", "GRANTED", "SENT", "CEIL", "BACKLOG", "DROPS"), cw)] + [
+        _row((n, rate(c.get("rate_bps")), rate(c.get("tx_rate_bps")), rate(c.get("ceil_bps")),
+              size(c.get("backlog_bytes")), str(c.get("drops_total", "-"))), cw)
+        for n, c in sorted(classes.items())])
+    pw = (16, 15, 8, 8, 8, 6, 8)
+    peers = status.get("peers") or {}
+    sections.append([_row(("PEER", "ADDRESS", "RTT", "BASE", "QUEUE", "LOSS", "SIGNAL"), pw)] + [
+        _row((n, p.get("address") or "-", ms(p.get("rtt_s")), ms(p.get("base_rtt_s")),
+              ms(p.get("queue_delay_s")), f"{(p.get('loss') or 0) * 100:.0f}%",
+              p.get("signal") or ("agent" if p.get("rtt_s") is not None else "none")), pw)
+        for n, p in sorted(peers.items())] or ["PEER: none"])
+    jw = (14, 9, 9, 9, 10, 9)
+    summaries = jobs(timeline)
+    sections.append([_row(("JOB", "STEP", "BASELINE", "COLL", "ALG BW", "SLOW"), jw)] + [
+        _row((j.job, ms(j.last_step_s), ms(j.baseline_s), ms(j.collective_s),
+              rate(j.algbw_bps) + "bit/s" if j.algbw_bps else "-", f"{j.slow_steps}/{j.steps}"), jw)
+        for j in summaries] if summaries else ["JOB: none reported"])
+    steps = list(timeline.steps[-6:])
+    if steps:
+        sections.append(["STEPS"] + [
+            f"{time.strftime('%H:%M:%S', time.localtime(s.record.t_s))} {s.line()}" for s in steps])
+    decisions = status.get("decisions") or []
+    if decisions:
+        t_now = status.get("now_s")
+        sections.append(["DECISIONS"] + [
+            f"{(t_now - d['t_s']) if t_now is not None else 0:6.1f}s ago "
+            f"{d.get('class') or 'link'} {d.get('field')} {rate(d.get('old_bps'))} -> "
+            f"{rate(d.get('new_bps'))} ({d.get('reason')})" for d in decisions[-4:]])
+    procs = processes(flows)
+    if procs:
+        ow = (22, 8, 6, 9, 9, 7)
+        sections.append([_row(("PROCESS", "PID", "FLOWS", "SENT", "MAX RTT", "RETX"), ow)] + [
+            _row((n, str(pid), str(k), size(b), ms(r), str(x)), ow) for n, pid, k, b, r, x in procs[:4]])
+    lines = [head]
+    for section in sections:
+        room = height - len(lines) - 1
+        if room < 2:
+            break
+        lines.append("")
+        lines.extend(section[:room])
+    return [line[:width] for line in lines[:height]]
+
+
+def frame_json(status: Mapping[str, Any], timeline: Timeline,
+               flows: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+    """The same frame as data, for `qosd top --once --json`."""
+    return {"status": status,
+            "jobs": [vars(j) for j in jobs(timeline)],
+            "steps": [step_json(s) for s in timeline.steps[-20:]],
+            "processes": [dict(zip(("process", "pid", "flows", "bytes_sent", "max_rtt_s",
+                                    "retransmits"), p)) for p in processes(flows)]}
+
+
+def step_json(s: StepView) -> dict[str, Any]:
+    a = s.attribution
+    return {"kind": "step", "t_s": s.record.t_s, "job": s.record.job, "step": s.record.step,
+            "duration_s": s.record.duration_s, "baseline_s": s.baseline_s,
+            "slowdown": s.slowdown, "slow": s.slow, "line": s.line(),
+            "attribution": None if a is None else {
+                "class": a.cls, "rate_bps": a.rate_bps, "peer": a.peer, "address": a.address,
+                "queue_delay_s": a.queue_delay_s, "text": a.text}}
