@@ -30,7 +30,7 @@ from typing import Any, Callable
 
 from collectives.daemon import DaemonClient, DaemonFailure
 from collectives.steps import Step, StepDetector
-from qosd.telemetry import TelemetryRecord
+from qosd.telemetry import STEP_OP, TelemetryRecord
 
 COLLECTIVES = ("all_reduce", "all_gather", "all_gather_into_tensor", "reduce_scatter",
                "reduce_scatter_tensor", "broadcast", "reduce", "all_to_all", "all_to_all_single",
@@ -128,7 +128,7 @@ class Monitor:
 
     def _emit_step(self, step: Step, rank: int) -> None:
         wall = time.time() - (time.monotonic() - step.end_s)
-        self.sink(TelemetryRecord(self.job, "step", step.size_bytes, step.duration_s, 0, None,
+        self.sink(TelemetryRecord(self.job, STEP_OP, step.size_bytes, step.duration_s, 0, None,
                                   rank, step.index, end_unix_s=wall))
 
     def on_optimizer_step(self, *_args: Any) -> None:

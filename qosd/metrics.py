@@ -16,7 +16,7 @@ from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
                                     HistogramMetricFamily, Metric)
 from prometheus_client.registry import Collector
 
-from qosd.telemetry import CollectiveAggregate
+from qosd.telemetry import STEP_OP, CollectiveAggregate
 
 CLASS_LABELS = ("interface", "class")
 PEER_LABELS = ("peer", "class")
@@ -96,8 +96,7 @@ class QosdCollector(Collector):
 def render(snap: MetricsSnapshot) -> list[Metric]:
     """The metric families for one snapshot; every family is present even when empty."""
     return [*_class_families(snap), *_peer_families(snap), *_path_families(snap),
-            *_decision_families(snap),
-            *_collective_families(snap)]
+            *_decision_families(snap), *_collective_families(snap), *_step_families(snap)]
 
 
 def _class_families(snap: MetricsSnapshot) -> list[Metric]:
@@ -181,11 +180,25 @@ def _collective_families(snap: MetricsSnapshot) -> list[Metric]:
                                "Payload bytes of collective calls reported by jobs.",
                                labels=COLLECTIVE_LABELS)
     for agg in snap.collectives:
+        if agg.op == STEP_OP:
+            continue
         labels = [agg.job, agg.op]
         buckets = [(_le(bound), n) for bound, n in agg.cumulative_buckets()]
         duration.add_metric(labels, buckets, agg.duration_sum_s)
         size.add_metric(labels, agg.bytes_total)
     return [duration, size]
+
+
+def _step_families(snap: MetricsSnapshot) -> list[Metric]:
+    """Jobs' step times: reports with `op == "step"` (collectives.monitor sends them)."""
+    duration = HistogramMetricFamily("qosd_step_duration_seconds",
+                                     "Wall time of training steps reported by jobs.",
+                                     labels=("job",))
+    for agg in snap.collectives:
+        if agg.op == STEP_OP:
+            buckets = [(_le(bound), n) for bound, n in agg.cumulative_buckets()]
+            duration.add_metric([agg.job], buckets, agg.duration_sum_s)
+    return [duration]
 
 
 def _le(bound: float) -> str:

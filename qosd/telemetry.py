@@ -19,6 +19,7 @@ from typing import Any
 DURATION_BUCKETS_S: tuple[float, ...] = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
                                          0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 OVERFLOW_LABEL = "_overflow"
+STEP_OP = "step"   # the `op` of a report that covers a whole training step, not one collective
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ CONTRACT = {
     "qosd_peer_loss_ratio": ("gauge", {"peer"}),
     "qosd_peer_signal_info": ("gauge", {"peer", "role", "signal"}),
     "qosd_peers_unmeasured": ("gauge", {"role"}),
+    "qosd_step_duration_seconds": ("histogram", {"job"}),
 }
 
 
@@ -176,3 +177,15 @@ def test_path_metrics_name_the_signal_and_count_unmeasured_peers():
     assert ("flow:198.18.1.3", "none") in info and ("gpu-b", "icmp") in info
     unmeasured = {s.labels["role"]: s.value for s in families["qosd_peers_unmeasured"].samples}
     assert unmeasured == {"compute": 1, "uplink": 0}     # roles with peers only
+
+
+def test_step_reports_are_step_times_not_collectives():
+    store = TelemetryStore()
+    store.record(record(op="step", duration_s=0.3))
+    store.record(record(op="all_reduce", duration_s=0.2))
+    families = scrape(MetricsSnapshot(collectives=store.aggregates()))
+    steps = families["qosd_step_duration_seconds"].samples
+    assert {(s.name, s.value) for s in steps if s.name.endswith("_count")} == {
+        ("qosd_step_duration_seconds_count", 1.0)}
+    ops = {s.labels["op"] for s in families["qosd_collective_duration_seconds"].samples}
+    assert ops == {"all_reduce"}

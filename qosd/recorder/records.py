@@ -12,6 +12,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Union
 
+from qosd.telemetry import STEP_OP
+
 
 @dataclass(frozen=True)
 class ClassPoint:
@@ -86,7 +88,6 @@ class DecisionRecord:
     reason: str
 
 
-STEP_OP = "step"
 Record = Union[NetSample, JobRecord, DecisionRecord]
 _KIND = {NetSample: "net", JobRecord: "job", DecisionRecord: "decision"}
 
