@@ -4,7 +4,7 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 WHEELS  := $(wildcard /opt/wheels)
 PIPOPTS := -q $(if $(WHEELS),--find-links $(WHEELS))
-APT_PKGS := iperf3 iproute2 ethtool iputils-ping
+APT_PKGS := iperf3 iproute2 ethtool iputils-ping tmux
 
 .PHONY: install system-deps test unit integration bench demo clean
 
