@@ -24,6 +24,8 @@ from qosd.control.autorate import AutorateState, is_probing, update_link
 from qosd.control.classes import ClassState, TickContext, fresh, update_compute, update_scavenger
 from qosd.control.decision import Decision, Field, Reason
 from qosd.control.delay import delay_view
+from qosd.control.rightsize import SizingState, sized_limits
+from qosd.control.rightsize import update as update_sizing
 from qosd.control.schedule import ClassLimits, active_overrides, base_limits, effective_limits
 from qosd.control.signals import Tick
 from qosd.control.tuning import DEFAULT_TUNING, Tuning
@@ -40,6 +42,7 @@ class ControllerState:
     last_now_s: float | None = None
     older_delay_s: float | None = None       # the tick before the last, for a steadier slope
     older_now_s: float | None = None
+    sizing: SizingState = SizingState()      # right-size mode only: the compute cap
 
 
 def initial_state(policy: Policy, wallclock: datetime, link_bps: int | None = None,
@@ -69,6 +72,12 @@ def step(policy: Policy, state: ControllerState, tick: Tick,
     limits = (effective_limits(policy, tick.wallclock, link_policy_bps)
               if active_overrides(policy, tick.wallclock) else base)
     limits_cause: Reason = "policy" if base != state.base_limits else "schedule"
+    sizing = state.sizing
+    if control.mode == "right-size":
+        sizing, sized_reason = update_sizing(sizing, now, tick.steps_s, control.step_slack,
+                                             link_policy_bps)
+        limits = sized_limits(limits, policy, link_policy_bps, sizing.cap_bps)
+        limits_cause = sized_reason or limits_cause
     dt_s = now - state.last_now_s if state.last_now_s is not None else control.interval_s
     delay_s = tick.path.delay_s
     older_dt_s = now - state.older_now_s if state.older_now_s is not None else 0.0
@@ -106,7 +115,7 @@ def step(policy: Policy, state: ControllerState, tick: Tick,
         policy_link_bps=link_policy_bps, autorate=autorate,
         classes=tuple(updated[c.name] for c in policy.classes), limits=limits, base_limits=base,
         last_delay_s=delay_s, last_now_s=now, older_delay_s=state.last_delay_s,
-        older_now_s=state.last_now_s)
+        older_now_s=state.last_now_s, sizing=sizing)
     return next_state, decisions
 
 

@@ -18,6 +18,8 @@ Reason = Literal[
     "upstream-clear",       # delay under target: the link returns to its plateau, probes up
     "schedule",             # a schedule window opened or closed
     "policy",               # the policy itself changed (reload)
+    "step-slack",           # right-size: step time within the slack, compute's cap lowered
+    "step-regression",      # right-size: step time regressed, compute's last good cap back
 ]
 REASONS: tuple[Reason, ...] = get_args(Reason)
 

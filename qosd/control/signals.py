@@ -88,3 +88,4 @@ class Tick:
     path: PathSample
     link_tx_rate_bps: float
     bulk_path: PathSample = PathSample(queue_delay_s=None, role="bulk")
+    steps_s: tuple[float, ...] = ()   # durations of the jobs' steps that ended this tick

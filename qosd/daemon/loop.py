@@ -130,6 +130,7 @@ class ControlLoop:
     reconcile: Reconcile
     peers: Callable[[], Mapping[str, PeerPath]]       # refreshed once per tick
     flows: FlowStep | None = None                    # per-flow filters; None: static rules only
+    steps: Callable[[], tuple[float, ...]] | None = None   # jobs' step times since the last tick
     clock: Clock = field(default_factory=SystemClock)
     state: ControllerState | None = None
     views: dict[str, ClassView] = field(default_factory=dict)
@@ -179,7 +180,8 @@ class ControlLoop:
         paths = self.peers()
         tick = Tick(now_s=now_s, wallclock=self.clock.wallclock(), classes=samples,
                     path=worst_path(paths), link_tx_rate_bps=link_tx_bps,
-                    bulk_path=worst_path(paths, BULK_ROLES, "bulk"))
+                    bulk_path=worst_path(paths, BULK_ROLES, "bulk"),
+                    steps_s=self.steps() if self.steps is not None else ())
         self.last_tick = tick
         self.state, decisions = step(self.policy, self.state, tick)  # type: ignore[arg-type]
         for d in decisions:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping
 
@@ -19,7 +20,7 @@ from qosd.measure.peerstats import PeerStats
 from qosd.recorder.records import DecisionRecord, JobRecord, Record
 from qosd.recorder.ring import RingWriter
 from qosd.recorder.sampler import ClassTick, NetSampler, PeerTick
-from qosd.telemetry import TelemetryRecord, TelemetryStore
+from qosd.telemetry import STEP_OP, TelemetryRecord, TelemetryStore
 
 log = logging.getLogger(__name__)
 
@@ -99,13 +100,22 @@ class FlightRecorder:
 
 
 class RecordedTelemetry(TelemetryStore):
-    """The daemon's telemetry store, which also hands every record to the flight recorder."""
+    """The daemon's telemetry store: also hands every record to the flight recorder, and
+    keeps the step times reported since the last tick for the controller (right-size)."""
 
     def __init__(self, recorder: FlightRecorder | None, **kwargs) -> None:
         super().__init__(**kwargs)
         self.recorder = recorder
+        self._steps: deque[float] = deque(maxlen=1024)
 
     def record(self, rec: TelemetryRecord) -> None:
         super().record(rec)
+        if rec.op == STEP_OP:
+            self._steps.append(rec.duration_s)
         if self.recorder is not None:
             self.recorder.on_job(rec)
+
+    def drain_steps(self) -> tuple[float, ...]:
+        steps = tuple(self._steps)
+        self._steps.clear()
+        return steps

@@ -32,7 +32,6 @@ from qosd.measure.probe import Reflector
 from qosd.shaper import open_reconciler
 from qosd.tc.executor import Reconciler
 from qosd.tc.tree import TcTree
-from qosd.telemetry import TelemetryStore
 
 log = logging.getLogger("qosd")
 
@@ -93,7 +92,7 @@ class Daemon:
         self.shaper = shaper or open_reconciler(state_dir=config.state_dir)
         self.policy: Policy = load_policy(config.policy_path)
         self.recorder = FlightRecorder(config.recorder) if config.recorder else None
-        self.telemetry: TelemetryStore = RecordedTelemetry(self.recorder)
+        self.telemetry = RecordedTelemetry(self.recorder)
         self.started_s = time.monotonic()
         self.stop_event: asyncio.Event | None = None
         self.loop_: ControlLoop | None = None
@@ -114,6 +113,7 @@ class Daemon:
         if self.loop_ is None:
             self.loop_ = ControlLoop(policy=policy, tree=tree, kernel=self.shaper.kernel,
                                      reconcile=self.shaper.reconcile, peers=self.paths.refresh,
+                                     steps=self.telemetry.drain_steps,
                                      flows=FlowStep(policy, budget_frac=self.config.flow_budget)
                                      if self.config.flows else None)
         else:
