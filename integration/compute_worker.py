@@ -33,7 +33,8 @@ def _init(rank: int, world: int, master: str, timeout_s: float) -> None:
                             timeout=datetime.timedelta(seconds=timeout_s))
 
 
-def run_steps(grad_bytes: int, seconds: float, max_steps: int) -> tuple[list[float], list[float]]:
+def run_steps(grad_bytes: int, seconds: float, max_steps: int,
+              compute_s: float = 0.0) -> tuple[list[float], list[float]]:
     """All-reduce one gradient per step until a rank's time is up; return (starts, durations).
 
     Every rank's clock starts when the first step completes, the moment all ranks are known
@@ -53,7 +54,12 @@ def run_steps(grad_bytes: int, seconds: float, max_steps: int) -> tuple[list[flo
         last_s = durations[-1] if len(durations) > 1 else 0.0   # a peer's first waited for rank 0
         grad[-1] = 1.0 if time.monotonic() + 2 * last_s >= deadline else 0.0
         start = time.monotonic()
-        dist.all_reduce(grad)
+        if compute_s > 0:     # the all-reduce overlaps `compute_s` of compute, as DDP's does
+            work = dist.all_reduce(grad, async_op=True)
+            time.sleep(compute_s)
+            work.wait()
+        else:
+            dist.all_reduce(grad)
         starts.append(start)
         durations.append(time.monotonic() - start)
         if len(starts) == 1:
@@ -71,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grad-bytes", type=int, default=2 * 1024**2)
     parser.add_argument("--seconds", type=float, required=True)
     parser.add_argument("--max-steps", type=int, default=10_000)
+    parser.add_argument("--compute-s", type=float, default=0.0,
+                        help="seconds of (simulated) compute each step, overlapping the all-reduce")
     parser.add_argument("--out", help="also write the JSON result to this file")
     parser.add_argument("--wait-go", action="store_true",
                         help="print a ready line, then wait for a line on stdin")
@@ -90,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"ready": True}), flush=True)
         if not sys.stdin.readline():
             return 1
-    starts, durations = run_steps(args.grad_bytes, args.seconds, args.max_steps)
+    starts, durations = run_steps(args.grad_bytes, args.seconds, args.max_steps, args.compute_s)
     dist.destroy_process_group()
     result = {"rank": args.rank, "world": args.world, "grad_bytes": args.grad_bytes,
               "steps": len(starts), "step_start_s": starts, "step_s": durations}

@@ -60,6 +60,8 @@ class ScenarioConfig:
     idle_s: float = 1.0
     disk_lead_s: float = 2.0
     monitor_socket: str | None = None   # run rank 0 under collectives.monitor, reporting here
+    compute_s: float = 0.0              # compute per step that the all-reduce overlaps
+    control_mode: str = "protect"       # the qosd policy's control.mode
 
     def __post_init__(self) -> None:
         if self.compute_peers not in (1, 2):
@@ -170,7 +172,7 @@ def qosd_policy_yaml(topo: Topology, cfg: ScenarioConfig) -> str:
         "  disk: {priority: 2, guarantee: 10%, ceil: 100%, scavenger: true, "
         f"match: {_matches(topo.nets([topo.disk]))}}}",
         "  other: {priority: 1, guarantee: 10%, ceil: 100%, default: true}",
-        f"control: {{interval: 100ms, target_delay: {target_ms:g}ms}}",
+        f"control: {{interval: 100ms, target_delay: {target_ms:g}ms, mode: {cfg.control_mode}}}",
         "peers:",
         *peers,
         "",

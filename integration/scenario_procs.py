@@ -192,7 +192,8 @@ def start_workers(topo: Topology, cfg: ScenarioConfig, workdir: Path,
     port = 29500 + next(_ports) % 400
     args = ["-m", "integration.compute_worker", "--world", str(1 + len(topo.compute)),
             "--master", f"{topo.host.addr}:{port}", "--grad-bytes", str(cfg.grad_bytes),
-            "--seconds", str(cfg.seconds), "--max-steps", str(MAX_STEPS)]
+            "--seconds", str(cfg.seconds), "--max-steps", str(MAX_STEPS),
+            "--compute-s", str(cfg.compute_s)]
     workers = []
     monitor = (["-m", "collectives.monitor", "--job", "scenario", "--socket", cfg.monitor_socket]
                if cfg.monitor_socket else [])
