@@ -182,6 +182,18 @@ class Monitor:
         if self._hook is None:
             self._hook = optim.register_optimizer_step_post_hook(self.on_optimizer_step)
 
+    def uninstall(self) -> None:
+        """Put torch.distributed back as it was (benchmarks compare with and without)."""
+        import torch.distributed as dist
+
+        for name in COLLECTIVES:
+            fn = getattr(dist, name, None)
+            if fn is not None and getattr(fn, "__qosd_monitor__", False):
+                setattr(dist, name, fn.__wrapped__)
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+
 
 USAGE = ("usage: python -m collectives.monitor [--job NAME] [--socket PATH] "
          "(-m MODULE | SCRIPT) [ARGS...]")
