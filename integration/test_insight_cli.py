@@ -125,6 +125,12 @@ def test_top_once_json_has_the_job(live):
     doc = json.loads(out.stdout)
     assert doc["jobs"][0]["job"] == "train" and doc["jobs"][0]["steps"] == STEPS
     assert doc["jobs"][0]["slow_steps"] == 5
+    stream = subprocess.run(["timeout", "-s", "INT", "3", sys.executable, "-m", "qosd", "top",
+                             "--json", "--interval", "0.3", "--socket", str(live["sock"])],
+                            capture_output=True, text=True, timeout=30,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    kinds = [json.loads(line)["kind"] for line in stream.stdout.splitlines()]
+    assert "net" in kinds, stream.stdout + stream.stderr
 
 
 @pytest.mark.root

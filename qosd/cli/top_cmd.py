@@ -79,7 +79,7 @@ def _live(client: ApiClient, interval: float, since_s: float, override: str | No
 def _stream(client: ApiClient, interval: float, since_s: float, override: str | None) -> None:
     """New records as they land in the recorder; steps carry baseline and attribution."""
     last_s = time.time()
-    directory = recorder_dir_of(daemon_status(client), override)
+    directory = override or recorder_dir_of(daemon_status(client), None)
     try:
         while True:
             records = read_records(directory, since_s)
