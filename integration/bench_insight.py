@@ -38,7 +38,7 @@ class _View:
 def recorder_core_share() -> float:
     from policies.model import Control, Link, Policy, RateSpec, TrafficClass
     from qosd.daemon.recorder import FlightRecorder, RecordedTelemetry, RecorderConfig
-    from qosd.measure.peerstats import PeerStats
+    from qosd.measure.pathsignal import PeerPath
     from qosd.telemetry import TelemetryRecord
 
     policy = Policy(version=1, interface="eth0", link=Link(egress_bps=100_000_000),
@@ -54,8 +54,8 @@ def recorder_core_share() -> float:
         store = RecordedTelemetry(rec)
         views = {n: _View(10_000_000, 100_000_000, 5e6 + i, 1500, 3)
                  for i, n in enumerate(("compute", "disk", "other"))}
-        peers = {f"p{i}": PeerStats(f"p{i}", f"198.18.{i}.1", 0.02, 0.02, 0.005, 0.015, 0.001,
-                                    0.0, 100, 100) for i in range(4)}
+        peers = {f"p{i}": PeerPath(f"p{i}", f"198.18.{i}.1", "compute", "agent", "agent: fresh",
+                                   0.02, 0.005, 0.015, 0.0) for i in range(4)}
         start = time.process_time()
         for i in range(TICKS):
             clock[0] += 0.1

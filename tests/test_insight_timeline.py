@@ -60,6 +60,17 @@ def test_each_kind_of_cause():
     assert attribute(blind, strict).cls is None
 
 
+def test_a_queue_on_disks_own_path_is_not_the_jobs():
+    sample = _net(11.0, 80e6, 0.001)
+    bulk = {**sample.peers, "flow:d": PeerPoint("198.18.9.1", 0.300, None, 0.001, 0.0, "bulk")}
+    records = [_net(float(t), 1e6, 0.0005) for t in range(1, 11)]
+    records += [NetSample(sample.t_s, 1.0, LINK, sample.classes, bulk)]
+    records += [_step(i, 0.5 + i * 0.5, 0.2) for i in range(19)] + [_step(50, 10.9, 0.6)]
+    slow = [s for s in build_timeline(records).steps if s.slow]
+    assert len(slow) == 1 and slow[0].attribution.address != "198.18.9.1"
+    assert slow[0].attribution.cls is None     # disk was loud, but the job's path had no queue
+
+
 def test_steps_without_network_samples_are_marked_so():
     tl = build_timeline([_step(i, 1.0 + i, 0.2) for i in range(5)] + [_step(9, 20.0, 1.0)])
     assert tl.steps[-1].slow and tl.steps[-1].attribution.text == "no network sample"

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from qosd.control.decision import Decision
 from qosd.daemon.recorder import FlightRecorder, RecordedTelemetry, RecorderConfig
-from qosd.measure.peerstats import PeerStats
+from qosd.measure.pathsignal import PeerPath
 from qosd.recorder.records import (ClassPoint, DecisionRecord, JobRecord, NetSample, PeerPoint,
                                    decode, encode)
 from qosd.recorder.ring import RingWriter, read_ring
@@ -86,7 +86,8 @@ def test_daemon_recorder_writes_ticks_decisions_and_job_reports(tmp_path):
     rec = FlightRecorder(RecorderConfig(str(tmp_path), max_mb=1, interval_s=1.0),
                          wallclock=lambda: 1000.0 + next(clock))
     store = RecordedTelemetry(rec)
-    peers = {"c1": PeerStats("c1", "198.18.1.2", 0.02, 0.02, 0.005, 0.015, 0.0, 0.0, 10, 10)}
+    peers = {"c1": PeerPath("c1", "198.18.1.2", "compute", "agent", "agent: fresh", 0.02, 0.005,
+                            0.015, 0.0)}
     for i in range(25):
         decisions = [Decision(float(i), "disk", "ceil", 10, 5, "delay-over-target")] if i == 3 else []
         rec.on_tick(POLICY, 100_000_000, {"disk": _View(1, 2, 5e6, 0, 0)}, peers, decisions)
@@ -95,6 +96,8 @@ def test_daemon_recorder_writes_ticks_decisions_and_job_reports(tmp_path):
     records = list(read_ring(tmp_path))
     kinds = [type(r).__name__ for r in records]
     assert kinds.count("NetSample") == 2 and kinds.count("DecisionRecord") == 1
+    net = next(r for r in records if isinstance(r, NetSample))
+    assert net.peers["c1"].signal == "agent" and net.peers["c1"].role == "compute"
     job = [r for r in records if isinstance(r, JobRecord)]
     assert job == [JobRecord(1001.5, "job", "step", 0.25, 1024, 0, 1, None)]
     assert store.recent()[0].op == "step"

@@ -16,7 +16,7 @@ from typing import Callable, Iterable, Mapping
 
 from policies.model import Policy
 from qosd.control.decision import Decision
-from qosd.measure.peerstats import PeerStats
+from qosd.measure.pathsignal import PeerPath
 from qosd.recorder.records import DecisionRecord, JobRecord, Record
 from qosd.recorder.ring import RingWriter
 from qosd.recorder.sampler import ClassTick, NetSampler, PeerTick
@@ -45,8 +45,8 @@ class FlightRecorder:
         self._pending: list[Record] = []
 
     def on_tick(self, policy: Policy, link_bps: int, views: Mapping[str, object],
-                peers: Mapping[str, PeerStats], decisions: Iterable[Decision]) -> None:
-        """One control tick: `views` are the loop's `ClassView`s, `peers` the prober's stats.
+                peers: Mapping[str, PeerPath], decisions: Iterable[Decision]) -> None:
+        """One control tick: `views` are the loop's `ClassView`s, `peers` each peer's path.
         Classes of the policy's top priority are marked protected: the ones jobs run in."""
         now = self.wallclock()
         top = min((c.priority for c in policy.classes if not c.scavenger), default=None)
@@ -56,8 +56,8 @@ class FlightRecorder:
         classes = {n: ClassTick(v.rate_bps, v.ceil_bps, v.tx_rate_bps, v.backlog_bytes,  # type: ignore[attr-defined]
                                 v.drops_total, n in protected)  # type: ignore[attr-defined]
                    for n, v in views.items()}
-        peer_ticks = {n: PeerTick(p.address, p.queue_delay_s, p.rtt_s, p.base_rtt_s, p.loss)
-                      for n, p in peers.items()}
+        peer_ticks = {n: PeerTick(p.address, p.queue_delay_s, p.rtt_s, p.base_rtt_s, p.loss,
+                                  p.role, p.signal) for n, p in peers.items()}
         sample = self.sampler.add(now, link_bps, classes, peer_ticks)
         if sample is not None:
             self._pending.append(sample)

@@ -195,8 +195,8 @@ class Daemon:
                 report = self.loop_.tick()
                 self._learn_peers(time.monotonic())
                 if self.recorder is not None:
-                    self.recorder.on_tick(self.policy, link_rate_bps(self.loop_.state), self.loop_.views,
-                                          self._peer_stats(), report.decisions)
+                    self.recorder.on_tick(self.policy, link_rate_bps(self.loop_.state),
+                                          self.loop_.views, self._peer_stats(), report.decisions)
             except Exception:  # noqa: BLE001 - one bad tick must not kill the daemon
                 log.exception("control tick failed")
             watchdog.kick()

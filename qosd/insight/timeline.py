@@ -5,7 +5,8 @@ Pure. A step's baseline is its job's step time on a quiet network: the median of
 steps whose window had no standing queue, or, with fewer than `MIN_QUIET` such steps, the
 10th percentile of all its steps (a job that only ever ran congested has no better
 reference). Samples cover (t_s - interval_s, t_s]; a step's window is every sample that
-overlaps it, rates weighted by the overlap, delays the worst.
+overlaps it, rates weighted by the overlap, delays the worst over the compute-role paths
+(the far end of disk's uploads has a queue too, but it is not the job's path).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from qosd.insight.attribution import Attribution, Rules, Window, attribute
 from qosd.recorder.records import DecisionRecord, JobRecord, NetSample, Record
 
 MIN_QUIET = 3
+JOB_ROLES = ("compute",)   # the paths a job's steps cross; bulk paths are disk's own
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,9 @@ def window_of(samples: Sequence[NetSample], ends: Sequence[float], start_s: floa
             tx[name] += c.tx_bps * w / total
             if c.protected:
                 protected.add(name)
-        for name, p in s.peers.items():
+        job_paths = [n for n, p in s.peers.items() if p.role in JOB_ROLES] or list(s.peers)
+        for name in job_paths:
+            p = s.peers[name]
             if p.queue_delay_s is not None and p.queue_delay_s >= peers.get(name, ("", -1.0))[1]:
                 peers[name] = (p.address, p.queue_delay_s)
     return Window(covering[-1].link_bps, dict(tx), frozenset(protected), peers)

@@ -106,7 +106,7 @@ def frame(status: Mapping[str, Any], timeline: Timeline, flows: Sequence[Mapping
     sections.append([_row(("PEER", "ADDRESS", "RTT", "BASE", "QUEUE", "LOSS", "SIGNAL"), pw)] + [
         _row((n, p.get("address") or "-", ms(p.get("rtt_s")), ms(p.get("base_rtt_s")),
               ms(p.get("queue_delay_s")), f"{(p.get('loss') or 0) * 100:.0f}%",
-              p.get("signal") or ("agent" if p.get("rtt_s") is not None else "none")), pw)
+              p.get("signal") or "none"), pw)
         for n, p in sorted(peers.items())] or ["PEER: none"])
     jw = (14, 9, 9, 9, 10, 9)
     summaries = jobs(timeline)

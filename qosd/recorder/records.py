@@ -29,13 +29,17 @@ class ClassPoint:
 
 @dataclass(frozen=True)
 class PeerPoint:
-    """One peer's path over one interval; delays are the interval's worst, None if unmeasured."""
+    """One peer's path over one interval; delays are the interval's worst, None if unmeasured.
+    `role` says what the path is evidence for (`compute`, `bulk`, `uplink`, `gateway`),
+    `signal` which delay signal measured it."""
 
     address: str
     queue_delay_s: float | None
     rtt_s: float | None
     base_rtt_s: float | None
     loss: float
+    role: str = "compute"
+    signal: str | None = None
 
 
 @dataclass(frozen=True)

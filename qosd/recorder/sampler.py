@@ -30,6 +30,8 @@ class PeerTick:
     rtt_s: float | None
     base_rtt_s: float | None
     loss: float
+    role: str = "compute"
+    signal: str | None = None
 
 
 def _max(a: float | None, b: float | None) -> float | None:
@@ -66,7 +68,7 @@ class NetSampler:
             self._peers[name] = PeerPoint(
                 p.address, _max(p.queue_delay_s, prev.queue_delay_s if prev else None),
                 _max(p.rtt_s, prev.rtt_s if prev else None), p.base_rtt_s,
-                max(p.loss, prev.loss if prev else 0.0))
+                max(p.loss, prev.loss if prev else 0.0), p.role, p.signal or (prev.signal if prev else None))
         if t_s - self._start_s < self.interval_s:
             return None
         sample = NetSample(
