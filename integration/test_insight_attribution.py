@@ -24,16 +24,11 @@ SLOW = 1.2
 REQUIRED_SHARE = 0.9
 
 
-def observe_policy(yaml_text: str) -> str:
-    """The scenario's own policy, but observing only, on a link the host never fills."""
-    lines = []
-    for line in yaml_text.splitlines():
-        if line.startswith("link:"):
-            line = "link: {egress: 1gbit}"
-        elif line.startswith("control: {"):
-            line = line.replace("control: {", "control: {mode: observe, ")
-        lines.append(line)
-    return "\n".join(lines) + "\n"
+def on_a_wide_link(yaml_text: str) -> str:
+    """The scenario's own policy on a link the host never fills: the router's fifo is the
+    only queue, as under FIFO."""
+    return "\n".join("link: {egress: 1gbit}" if line.startswith("link:") else line
+                     for line in yaml_text.splitlines()) + "\n"
 
 
 @pytest.mark.root
@@ -54,7 +49,8 @@ def test_fifo_steps_are_blamed_on_disk_and_the_compute_path_and_alone_steps_are_
         topo = build_topology(tb, cfg)
         reflectors = [qosd_cli(p, ["reflect", "--seconds", "300"]) for p in topo.compute]
         policy, sock, rec = work / "observe.yaml", work / "qosd.sock", work / "recorder"
-        policy.write_text(observe_policy(qosd_policy_yaml(topo, cfg)))
+        observing = replace(cfg, control_mode="observe")
+        policy.write_text(on_a_wide_link(qosd_policy_yaml(topo, observing)))
         daemon = start_daemon(topo.host, policy, sock, "--recorder-dir", str(rec),
                               "--recorder-interval", "0.5")
         try:
