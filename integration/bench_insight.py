@@ -41,11 +41,12 @@ def recorder_core_share() -> float:
     from qosd.measure.pathsignal import PeerPath
     from qosd.telemetry import TelemetryRecord
 
+    pct = RateSpec
     policy = Policy(version=1, interface="eth0", link=Link(egress_bps=100_000_000),
-                    classes=(TrafficClass("compute", 0, RateSpec(percent=60), RateSpec(percent=100)),
-                             TrafficClass("disk", 2, RateSpec(percent=10), RateSpec(percent=100),
+                    classes=(TrafficClass("compute", 0, pct(percent=60), pct(percent=100)),
+                             TrafficClass("disk", 2, pct(percent=10), pct(percent=100),
                                           scavenger=True),
-                             TrafficClass("other", 1, RateSpec(percent=10), RateSpec(percent=100),
+                             TrafficClass("other", 1, pct(percent=10), pct(percent=100),
                                           default=True)),
                     control=Control())
     clock = [1.8e9]

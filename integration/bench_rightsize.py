@@ -51,7 +51,8 @@ def run() -> list[BenchLine]:
     s_step, s_disk = _after(sized, SETTLE_S)
     caps = [d for d in sized.decisions if d.reason in ("step-slack", "step-regression")
             and d.cls == "compute" and d.field == "ceil"]
-    cap = f", compute cap settled at {caps[-1].new_bps / 1e6:.0f} mbit" if caps else ", no cap decision"
+    cap = (f", compute cap settled at {caps[-1].new_bps / 1e6:.0f} mbit" if caps
+           else ", no cap decision")
     disk_ratio = s_disk / p_disk if p_disk else 0.0
     compute_mean = mean([s.compute_rate_bps for s in protect.timeline if s.t_s >= SETTLE_S])
     room = max(s.compute_rate_bps + s.disk_rate_bps for s in protect.timeline) - compute_mean
@@ -61,7 +62,8 @@ def run() -> list[BenchLine]:
         f"gap between bursts: a cap cannot free bandwidth the job uses on average")
     step_ratio = s_step / p_step if p_step else float("inf")
     return [
-        BenchLine(f"right-size: disk throughput vs protect-compute (after {SETTLE_S:g} s{cap}{why})",
+        BenchLine("right-size: disk throughput vs protect-compute "
+                  f"(after {SETTLE_S:g} s{cap}{why})",
                   s_disk / 1e6, p_disk / 1e6, "mbit/s", disk_ratio, ">= 1.3x", disk_ratio >= 1.3),
         BenchLine("right-size: step time vs protect-compute", s_step, p_step, "s", step_ratio,
                   f"<= {1 + SLACK:.2f}x", step_ratio <= 1 + SLACK),

@@ -31,8 +31,10 @@ version: 1
 interface: eth0
 link: {{egress: 100mbit}}
 classes:
-  compute: {{priority: 0, guarantee: 60%, ceil: 100%, match: [{{dst: {peer}/32, proto: tcp, dport: 29500-29999}}]}}
-  disk: {{priority: 2, guarantee: 10%, ceil: 100%, scavenger: true, match: [{{proto: tcp, dport: 5201}}]}}
+  compute: {{priority: 0, guarantee: 60%, ceil: 100%,
+            match: [{{dst: {peer}/32, proto: tcp, dport: 29500-29999}}]}}
+  disk: {{priority: 2, guarantee: 10%, ceil: 100%, scavenger: true,
+         match: [{{proto: tcp, dport: 5201}}]}}
   other: {{priority: 1, guarantee: 10%, default: true}}
 control: {{interval: 100ms, target_delay: 5ms}}
 peers:
@@ -154,10 +156,9 @@ def test_report_writes_a_png_with_the_recorded_data(live):
 
 @pytest.mark.root
 def test_every_metric_the_grafana_dashboard_queries_is_scraped(live):
-    scrape = live["h"].run([sys.executable, "-c",
-                            "import urllib.request;print(urllib.request.urlopen("
-                            f"'http://127.0.0.1:{METRICS_PORT}/metrics',timeout=5).read().decode())"]
-                           ).stdout
+    url = f"http://127.0.0.1:{METRICS_PORT}/metrics"
+    scrape = live["h"].run([sys.executable, "-c", "import urllib.request;print(urllib.request."
+                            f"urlopen('{url}',timeout=5).read().decode())"]).stdout
     exposed = set(re.findall(r"^(qosd_[a-z_]+)", scrape, re.M))
     for name, kind in re.findall(r"^# TYPE (qosd_[a-z_]+) (\w+)", scrape, re.M):
         # a family declared with no series yet (no decision made so far) still exists

@@ -23,7 +23,8 @@ from qosd.errors import QosdError
               help="Write a self-contained HTML page: the picture plus a table of slow steps.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report's data as JSON.")
 @click.option("--socket", "socket_path", default=None, metavar="PATH",
-              help="API socket, to find the daemon's recorder (default: $QOSD_SOCKET or /run/qosd/qosd.sock).")
+              help="API socket, to find the daemon's recorder "
+                   "(default: $QOSD_SOCKET or /run/qosd/qosd.sock).")
 @click.option("--recorder-dir", default=None,
               help="Read this ring directly (no daemon needed: e.g. after a crash).")
 def report(since_s: float, out_png: str | None, out_html: str | None, as_json: bool,
@@ -55,4 +56,5 @@ def report(since_s: float, out_png: str | None, out_html: str | None, as_json: b
         s = data["summary"]
         click.echo(f"{data['samples']} network samples, {s['steps']} steps, {s['slow_steps']} "
                    f"slow (blamed: {s['blamed'] or '-'}), {len(data['decisions'])} decisions"
-                   + (f"; wrote {out_png}" if out_png else "") + (f"; wrote {out_html}" if out_html else ""))
+                   + (f"; wrote {out_png}" if out_png else "")
+                   + (f"; wrote {out_html}" if out_html else ""))

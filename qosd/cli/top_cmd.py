@@ -84,7 +84,8 @@ def _stream(client: ApiClient, interval: float, since_s: float, override: str | 
         while True:
             records = read_records(directory, since_s)
             tl = build_timeline(records)
-            steps = {(s.record.job, s.record.rank, s.record.step, s.record.t_s): s for s in tl.steps}
+            steps = {(s.record.job, s.record.rank, s.record.step, s.record.t_s): s
+                     for s in tl.steps}
             fresh = sorted((r for r in records if r.t_s > last_s), key=lambda r: r.t_s)
             for r in fresh:
                 if isinstance(r, JobRecord) and r.is_step:

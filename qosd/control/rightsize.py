@@ -54,7 +54,8 @@ def _median(xs: Sequence[float]) -> float:
 
 
 def update(state: SizingState, now_s: float, steps_s: Sequence[float], slack: float,
-           link_bps: int, tuning: SizingTuning = SizingTuning()) -> tuple[SizingState, Reason | None]:
+           link_bps: int, tuning: SizingTuning = SizingTuning()
+           ) -> tuple[SizingState, Reason | None]:
     """Account the steps that ended since the last call; a reason when the cap moved."""
     if state.since_s is None:
         state = replace(state, since_s=now_s)

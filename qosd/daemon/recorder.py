@@ -16,6 +16,7 @@ from typing import Callable, Iterable, Mapping
 
 from policies.model import Policy
 from qosd.control.decision import Decision
+from qosd.daemon.loop import ClassView
 from qosd.measure.pathsignal import PeerPath
 from qosd.recorder.records import DecisionRecord, JobRecord, Record
 from qosd.recorder.ring import RingWriter
@@ -44,7 +45,7 @@ class FlightRecorder:
         self.wallclock = wallclock
         self._pending: list[Record] = []
 
-    def on_tick(self, policy: Policy, link_bps: int, views: Mapping[str, object],
+    def on_tick(self, policy: Policy, link_bps: int, views: Mapping[str, ClassView],
                 peers: Mapping[str, PeerPath], decisions: Iterable[Decision]) -> None:
         """One control tick: `views` are the loop's `ClassView`s, `peers` each peer's path.
         Classes of the policy's top priority are marked protected: the ones jobs run in."""
@@ -52,10 +53,10 @@ class FlightRecorder:
         top = min((c.priority for c in policy.classes if not c.scavenger), default=None)
         protected = {c.name for c in policy.classes if c.priority == top and not c.scavenger}
         for d in decisions:
-            self._pending.append(DecisionRecord(now, d.cls, d.field, d.old_bps, d.new_bps, d.reason))
-        classes = {n: ClassTick(v.rate_bps, v.ceil_bps, v.tx_rate_bps, v.backlog_bytes,  # type: ignore[attr-defined]
-                                v.drops_total, n in protected)  # type: ignore[attr-defined]
-                   for n, v in views.items()}
+            self._pending.append(DecisionRecord(now, d.cls, d.field, d.old_bps, d.new_bps,
+                                                d.reason))
+        classes = {n: ClassTick(v.rate_bps, v.ceil_bps, v.tx_rate_bps, v.backlog_bytes,
+                                v.drops_total, n in protected) for n, v in views.items()}
         peer_ticks = {n: PeerTick(p.address, p.queue_delay_s, p.rtt_s, p.base_rtt_s, p.loss,
                                   p.role, p.signal) for n, p in peers.items()}
         sample = self.sampler.add(now, link_bps, classes, peer_ticks)

@@ -32,7 +32,8 @@ def report_data(tl: Timeline) -> dict[str, Any]:
     peers: dict[str, dict[str, Any]] = {}
     for s in tl.samples:
         for name, c in s.classes.items():
-            series = classes.setdefault(name, {"t_s": [], "tx_bps": [], "rate_bps": [], "ceil_bps": []})
+            series = classes.setdefault(name, {"t_s": [], "tx_bps": [], "rate_bps": [],
+                                               "ceil_bps": []})
             series["t_s"].append(s.t_s - t0)
             series["tx_bps"].append(c.tx_bps)
             series["rate_bps"].append(c.rate_bps)
@@ -77,12 +78,14 @@ def draw_png(data: dict[str, Any]) -> bytes:
     ax_rate.set_ylabel("Mbit/s")
     ax_rate.legend(loc="upper right", fontsize="small", ncol=3)
     for name, p in sorted(data["peers"].items()):
-        ax_delay.plot(p["t_s"], [v * 1e3 for v in p["queue_delay_s"]], label=f"{name} ({p['address']})")
+        ax_delay.plot(p["t_s"], [v * 1e3 for v in p["queue_delay_s"]],
+                      label=f"{name} ({p['address']})")
     ax_delay.set_ylabel("queue delay, ms")
     if data["peers"]:
         ax_delay.legend(loc="upper right", fontsize="small")
     steps = data["steps"]
-    for slow, color, label in ((False, "tab:blue", "step"), (True, "tab:red", "slow step (attributed)")):
+    for slow, color, label in ((False, "tab:blue", "step"),
+                               (True, "tab:red", "slow step (attributed)")):
         pts = [s for s in steps if s["slow"] == slow]
         if pts:
             ax_step.scatter([s["t_s"] for s in pts], [s["duration_s"] for s in pts], s=8,
@@ -111,7 +114,8 @@ def render_html(data: dict[str, Any], png: bytes) -> str:
         f"<td>{html.escape((s['attribution'] or {}).get('text', ''))}</td></tr>"
         for s in data["steps"] if s["slow"])
     return ("<!doctype html><meta charset=utf-8><title>qosd report</title>"
-            f"<img alt='qosd timeline' src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
+            "<img alt='qosd timeline' "
+            f"src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
             "<h2>Slow steps</h2><table border=1 cellpadding=3><tr><th>t (s)</th><th>job</th>"
             f"<th>step</th><th>time</th><th>vs baseline</th><th>cause</th></tr>{rows}</table>"
             f"<script type='application/json' id='{PNG_KEY}'>"

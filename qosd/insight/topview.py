@@ -129,7 +129,8 @@ def frame(status: Mapping[str, Any], timeline: Timeline, flows: Sequence[Mapping
     if procs:
         ow = (22, 8, 6, 9, 9, 7)
         sections.append([_row(("PROCESS", "PID", "FLOWS", "SENT", "MAX RTT", "RETX"), ow)] + [
-            _row((n, str(pid), str(k), size(b), ms(r), str(x)), ow) for n, pid, k, b, r, x in procs[:4]])
+            _row((n, str(pid), str(k), size(b), ms(r), str(x)), ow)
+            for n, pid, k, b, r, x in procs[:4]])
     lines = [head]
     for section in sections:
         room = height - len(lines) - 1

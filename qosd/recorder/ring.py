@@ -39,7 +39,8 @@ def _segments(directory: Path) -> list[tuple[int, Path]]:
 class RingWriter:
     """Append-only writer of the ring. Not thread-safe: the daemon's event loop owns it."""
 
-    def __init__(self, directory: str | Path, max_bytes: int, segment_bytes: int | None = None) -> None:
+    def __init__(self, directory: str | Path, max_bytes: int,
+                 segment_bytes: int | None = None) -> None:
         if max_bytes < 4096:
             raise RecorderError(f"recorder size {max_bytes} bytes is too small (at least 4 kB)")
         self.directory = Path(directory)
@@ -48,7 +49,8 @@ class RingWriter:
         try:
             self.directory.mkdir(parents=True, exist_ok=True, mode=0o750)
         except OSError as exc:
-            raise RecorderError(f"recorder directory {self.directory}: {exc.strerror or exc}") from None
+            raise RecorderError(f"recorder directory {self.directory}: "
+                                f"{exc.strerror or exc}") from None
         existing = _segments(self.directory)
         self._number = existing[-1][0] + 1 if existing else 0
         self._sizes = {p: p.stat().st_size for _, p in existing}

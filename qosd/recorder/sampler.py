@@ -60,15 +60,16 @@ class NetSampler:
         for name, c in classes.items():
             self._tx_sum[name] = self._tx_sum.get(name, 0.0) + c.tx_bps
             prev = self._classes.get(name)
-            self._classes[name] = ClassPoint(c.rate_bps, c.ceil_bps, 0.0,
-                                             max(c.backlog_bytes, prev.backlog_bytes if prev else 0),
+            backlog = max(c.backlog_bytes, prev.backlog_bytes if prev else 0)
+            self._classes[name] = ClassPoint(c.rate_bps, c.ceil_bps, 0.0, backlog,
                                              c.drops_total, c.protected)
         for name, p in peers.items():
             prev = self._peers.get(name)
             self._peers[name] = PeerPoint(
                 p.address, _max(p.queue_delay_s, prev.queue_delay_s if prev else None),
                 _max(p.rtt_s, prev.rtt_s if prev else None), p.base_rtt_s,
-                max(p.loss, prev.loss if prev else 0.0), p.role, p.signal or (prev.signal if prev else None))
+                max(p.loss, prev.loss if prev else 0.0), p.role,
+                p.signal or (prev.signal if prev else None))
         if t_s - self._start_s < self.interval_s:
             return None
         sample = NetSample(
