@@ -61,3 +61,14 @@ def test_report_data_and_the_png_that_carries_it():
     assert json.loads(png_text_chunks(png)[PNG_KEY]) == json.loads(json.dumps(data))
     page = render_html(data, png)
     assert "data:image/png;base64," in page and page.count("<tr>") == 16
+
+
+def test_report_without_matplotlib_is_one_clear_error(monkeypatch):
+    import sys
+
+    from qosd.insight.report import ReportError
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(ReportError, match=r"pip install 'qosd\[lab\]'") as err:
+        draw_png(report_data(_timeline()))
+    assert err.value.exit_code == 1

@@ -4,6 +4,7 @@ flight recorder's ring on disk for the past (found through `status`, or named wi
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from typing import Any
@@ -56,6 +57,8 @@ def recorder_dir(status: dict[str, Any] | None, override: str | None) -> str:
 
 
 def read_records(directory: str, since_s: float, now_s: float | None = None) -> list[Record]:
+    if not os.path.isdir(directory):
+        raise BadInput(f"{directory}: no flight recorder there (not a directory)")
     now_s = time.time() if now_s is None else now_s
     return list(read_ring(directory, since_s=now_s - since_s))
 
