@@ -8,7 +8,7 @@ import pytest
 
 from qosd.insight.report import PNG_KEY, draw_png, png_text_chunks, render_html, report_data
 from qosd.insight.timeline import build_timeline
-from qosd.insight.topview import frame, frame_json
+from qosd.insight.topview import SendHistory, frame, frame_json, process_name
 from tests.test_insight_timeline import _net, _step
 
 STATUS = {"interface": "eth0", "ticks": 120, "now_s": 100.0, "link": {"egress_bps": 100_000_000},
@@ -48,6 +48,21 @@ def test_frame_fits_80x24_and_shows_classes_peers_jobs_steps_decisions():
     assert any(line.startswith("train ") and " 42 " in line for line in big)
     doc = frame_json(STATUS, _timeline(), FLOWS)
     assert doc["jobs"][0]["slow_steps"] == 15 and doc["processes"][0]["flows"] == 2
+
+
+def test_processes_show_their_send_rate_and_bursts_across_frames():
+    history = SendHistory()
+    sent = 0
+    for i, burst in enumerate([0, 5_000_000, 0, 0, 5_000_000, 0, 0, 5_000_000]):
+        sent += burst
+        flows = [{"cmdline": "python3 -m collectives.monitor --job j -m pkg.train --lr 1",
+                  "pid": 7, "bytes_sent": sent, "rtt_s": 0.01, "total_retrans": 0}]
+        lines = frame(STATUS, _timeline(), flows, width=100, height=60, now_s=float(i),
+                      history=history)
+    row = next(line for line in lines if line.startswith("pkg.train "))
+    assert "40.0M" in row and "2.3x" in row, row      # 40 mbit peaks in 3 of 7 frames
+    assert process_name("/usr/bin/iperf3 -c x") == "iperf3"
+    assert process_name("python3 train.py --x") == "train.py"
 
 
 def test_report_data_and_the_png_that_carries_it():

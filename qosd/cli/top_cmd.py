@@ -21,7 +21,7 @@ from qosd.cli.insight_source import (Since, daemon_flows, daemon_status, read_re
                                      timeline)
 from qosd.cli.insight_source import recorder_dir as recorder_dir_of
 from qosd.insight.timeline import build_timeline
-from qosd.insight.topview import frame, frame_json, step_json
+from qosd.insight.topview import SendHistory, frame, frame_json, step_json
 from qosd.recorder.records import JobRecord, to_json
 
 
@@ -64,12 +64,14 @@ def _live(client: ApiClient, interval: float, since_s: float, override: str | No
     from rich.text import Text
 
     console = Console()
+    history = SendHistory()
     try:
         with Live(console=console, screen=True, auto_refresh=False) as live:
             while True:
                 status = daemon_status(client)
                 tl = timeline(recorder_dir_of(status, override), since_s)
-                lines = frame(status, tl, daemon_flows(client), console.width, console.height)
+                lines = frame(status, tl, daemon_flows(client), console.width, console.height,
+                              history=history)
                 live.update(Text("\n".join(lines)), refresh=True)
                 time.sleep(interval)
     except KeyboardInterrupt:

@@ -9,8 +9,8 @@ frame works in a plain 80x24 terminal and a test can read it back.
 from __future__ import annotations
 
 import time
-from collections import defaultdict
-from dataclasses import dataclass
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from qosd.insight.timeline import StepView, Timeline
@@ -72,15 +72,52 @@ def jobs(timeline: Timeline, recent: int = 20) -> list[JobSummary]:
     return out
 
 
+def process_name(cmdline: str | None) -> str:
+    """`python -m pkg.train` -> `pkg.train`, through `collectives.monitor` too; else argv[0]."""
+    cmd = (cmdline or "?").split()
+    name = cmd[0].rsplit("/", 1)[-1] if cmd else "?"
+    if name.startswith("python"):
+        modules = [cmd[i + 1] for i, a in enumerate(cmd[:-1]) if a == "-m"]
+        scripts = [a for a in cmd[1:] if a.endswith(".py")]
+        if modules and modules[-1] != "collectives.monitor":
+            return modules[-1]
+        if scripts:
+            return scripts[0].rsplit("/", 1)[-1]
+    return name
+
+
+@dataclass
+class SendHistory:
+    """Each process's send rate across frames: the rate now, and the peak against the mean
+    over the last `window` frames. A training job's steps show as a peak well above its mean
+    (bursts, then compute); a bulk upload as a flat line. Needs no change to the job."""
+
+    window: int = 30
+    _last: dict[tuple[str, int], tuple[float, int]] = field(default_factory=dict)
+    _rates: dict[tuple[str, int], deque] = field(default_factory=dict)
+
+    def update(self, t_s: float, procs: Sequence[tuple]
+               ) -> dict[tuple[str, int], tuple[float, float, float]]:
+        """(rate now, peak, mean) in bit/s per (process, pid) seen in two frames."""
+        out = {}
+        for name, pid, _flows, sent, *_ in procs:
+            key = (name, pid)
+            last = self._last.get(key)
+            self._last[key] = (t_s, sent)
+            if last is None or t_s <= last[0]:
+                continue
+            rate = max(0, sent - last[1]) * 8 / (t_s - last[0])
+            hist = self._rates.setdefault(key, deque(maxlen=self.window))
+            hist.append(rate)
+            out[key] = (rate, max(hist), sum(hist) / len(hist))
+        return out
+
+
 def processes(flows: Sequence[Mapping[str, Any]]) -> list[tuple[str, int, int, int, float, int]]:
     """(process, pid, flows, bytes sent, worst RTT, retransmits) per owning process."""
     groups: dict[tuple[str, int], list[Mapping[str, Any]]] = defaultdict(list)
     for f in flows:
-        cmd = (f.get("cmdline") or "?").split()
-        name = cmd[0].rsplit("/", 1)[-1] if cmd else "?"
-        if name.startswith("python") and len(cmd) > 2 and cmd[1] == "-m":
-            name = cmd[2]
-        groups[(name, f.get("pid") or 0)].append(f)
+        groups[(process_name(f.get("cmdline")), f.get("pid") or 0)].append(f)
     rows = [(name, pid, len(fs), sum(f.get("bytes_sent") or 0 for f in fs),
              max(f.get("rtt_s") or 0.0 for f in fs), sum(f.get("total_retrans") or 0 for f in fs))
             for (name, pid), fs in groups.items()]
@@ -88,7 +125,8 @@ def processes(flows: Sequence[Mapping[str, Any]]) -> list[tuple[str, int, int, i
 
 
 def frame(status: Mapping[str, Any], timeline: Timeline, flows: Sequence[Mapping[str, Any]] = (),
-          width: int = 80, height: int = 24, now_s: float | None = None) -> list[str]:
+          width: int = 80, height: int = 24, now_s: float | None = None,
+          history: SendHistory | None = None) -> list[str]:
     """One screen. Classes and peers come first (the network now), then jobs and steps."""
     now_s = time.time() if now_s is None else now_s
     link = (status.get("link") or {}).get("egress_bps")
@@ -126,11 +164,17 @@ def frame(status: Mapping[str, Any], timeline: Timeline, flows: Sequence[Mapping
             f"{d.get('class') or 'link'} {d.get('field')} {rate(d.get('old_bps'))} -> "
             f"{rate(d.get('new_bps'))} ({d.get('reason')})" for d in decisions[-4:]])
     procs = processes(flows)
+    rates = history.update(now_s, procs) if history is not None else {}
     if procs:
-        ow = (22, 8, 6, 9, 9, 7)
-        sections.append([_row(("PROCESS", "PID", "FLOWS", "SENT", "MAX RTT", "RETX"), ow)] + [
-            _row((n, str(pid), str(k), size(b), ms(r), str(x)), ow)
-            for n, pid, k, b, r, x in procs[:4]])
+        ow = (18, 7, 5, 8, 7, 7, 6, 8, 5)
+        rows = []
+        for n, pid, k, b, r, x in procs[:4]:
+            now_bps, peak, avg = rates.get((n, pid), (None, None, None))
+            burst = f"{peak / avg:.1f}x" if peak and avg else "-"
+            rows.append(_row((n, str(pid), str(k), size(b), rate(now_bps), rate(peak), burst,
+                              ms(r), str(x)), ow))
+        sections.append([_row(("PROCESS", "PID", "FLOWS", "SENT", "RATE", "PEAK", "BURST",
+                               "MAX RTT", "RETX"), ow)] + rows)
     lines = [head]
     for section in sections:
         room = height - len(lines) - 1
