@@ -8,10 +8,13 @@ hook"), `Work._get_duration` needs NCCL with TORCH_NCCL_ENABLE_TIMING, the fligh
 start/end hooks of 2.2 are gone. So the monitor wraps the public `torch.distributed`
 collectives (as torchrun wraps a script: `runpy`, the script sees `__main__`), which works on
 every backend: a synchronous call is timed around the call, an `async_op=True` one until its
-future completes. Calls made inside another collective (a chunked all-reduce's pieces) are
-not counted again as top-level ones. Steps come from `torch.optim` step hooks when the job has
-an optimizer, otherwise from the repeating pattern of its collectives (`collectives.steps`).
-DDP's reducer calls the process group from C++ and is not seen here; its comm hook is.
+future completes. torch's `ProcessGroup` methods are wrapped too, for code that calls a
+group directly (`group.allreduce([t])`), timed until their Work's future completes; a call
+made inside another (a `torch.distributed` function calling its group) is not counted twice.
+Steps come from `torch.optim` step hooks when the job has an optimizer, otherwise from the
+repeating pattern of its collectives (`collectives.steps`). Not seen: DDP's reducer (it calls
+the group from C++; its comm hook is seen) and torchft's process groups, which override
+`allreduce` in Python (their Manager's calls would need a wrapper of their own).
 
 Reports go to the daemon from a background thread, batched and pipelined; with no daemon
 they are dropped, and the job runs exactly as it would without the monitor.
@@ -35,6 +38,10 @@ from qosd.telemetry import STEP_OP, TelemetryRecord
 COLLECTIVES = ("all_reduce", "all_gather", "all_gather_into_tensor", "reduce_scatter",
                "reduce_scatter_tensor", "broadcast", "reduce", "all_to_all", "all_to_all_single",
                "gather", "scatter", "barrier")
+# torch's process group methods, for code that calls a group directly; a call made inside a
+# wrapped `torch.distributed` function is not counted twice.
+PG_METHODS = {"allreduce": "all_reduce", "allgather": "all_gather", "broadcast": "broadcast",
+              "reduce_scatter": "reduce_scatter", "barrier": "barrier"}
 FLUSH_S = 0.5
 MAX_PENDING = 4096
 RETRY_S = 5.0
@@ -149,7 +156,8 @@ class Monitor:
         if step is not None:
             self._emit_step(step, self._rank())
 
-    def wrap(self, name: str, fn: Callable) -> Callable:
+    def wrap(self, name: str, fn: Callable, returns_work: bool = False) -> Callable:
+        """`fn` timed; `returns_work`: a process group method, whose Work is always async."""
         @functools.wraps(fn)
         def timed(*args: Any, **kwargs: Any) -> Any:
             depth = getattr(self._local, "depth", 0)
@@ -162,14 +170,20 @@ class Monitor:
                 work = fn(*args, **kwargs)
             finally:
                 self._local.depth = 0
-            if work is None or not kwargs.get("async_op"):
+            if work is None or not (returns_work or kwargs.get("async_op")):
                 self._record(name, size, start, time.monotonic())
             else:
-                work.get_future().add_done_callback(
-                    lambda _f: self._record(name, size, start, time.monotonic()))
+                self._when_done(work, name, size, start)
             return work
         timed.__qosd_monitor__ = True  # type: ignore[attr-defined]
         return timed
+
+    def _when_done(self, work: Any, name: str, size: int, start: float) -> None:
+        try:
+            work.get_future().add_done_callback(
+                lambda _f: self._record(name, size, start, time.monotonic()))
+        except Exception:  # noqa: BLE001 - a Work without a future must not break the job
+            self._record(name, size, start, time.monotonic())
 
     def install(self) -> None:
         import torch.distributed as dist
@@ -179,6 +193,10 @@ class Monitor:
             fn = getattr(dist, name, None)
             if fn is not None and not getattr(fn, "__qosd_monitor__", False):
                 setattr(dist, name, self.wrap(name, fn))
+        for method, name in PG_METHODS.items():
+            fn = getattr(dist.ProcessGroup, method, None)
+            if fn is not None and not getattr(fn, "__qosd_monitor__", False):
+                setattr(dist.ProcessGroup, method, self.wrap(name, fn, returns_work=True))
         if self._hook is None:
             self._hook = optim.register_optimizer_step_post_hook(self.on_optimizer_step)
 
@@ -190,6 +208,10 @@ class Monitor:
             fn = getattr(dist, name, None)
             if fn is not None and getattr(fn, "__qosd_monitor__", False):
                 setattr(dist, name, fn.__wrapped__)
+        for method in PG_METHODS:
+            fn = getattr(dist.ProcessGroup, method, None)
+            if fn is not None and getattr(fn, "__qosd_monitor__", False):
+                setattr(dist.ProcessGroup, method, fn.__wrapped__)
         if self._hook is not None:
             self._hook.remove()
             self._hook = None

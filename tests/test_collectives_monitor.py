@@ -57,6 +57,11 @@ def _monitored(rank: int, world: int) -> None:
     steps = [r for r in records if r.op == "step"]
     assert len(steps) == 3 and steps[0].size_bytes == 4096 + 64, steps
 
+    before = len([r for r in records if r.op == "all_reduce"])
+    dist.group.WORLD.allreduce([torch.ones(8)]).wait()          # a group called directly
+    direct = [r for r in records if r.op == "all_reduce"][before:]
+    assert len(direct) == 1 and direct[0].size_bytes == 32, direct
+
     model = torch.nn.Linear(4, 1)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     before = len([r for r in records if r.op == "step"])
