@@ -113,6 +113,7 @@ class Monitor:
         self._step_count = 0
         self.collectives = 0
         self._hook: Any = None
+        self._pg_originals: dict[str, Any] = {}
 
     def _rank(self) -> int:
         import torch.distributed as dist
@@ -196,6 +197,7 @@ class Monitor:
         for method, name in PG_METHODS.items():
             fn = getattr(dist.ProcessGroup, method, None)
             if fn is not None and not getattr(fn, "__qosd_monitor__", False):
+                self._pg_originals[method] = dist.ProcessGroup.__dict__.get(method, fn)
                 setattr(dist.ProcessGroup, method, self.wrap(name, fn, returns_work=True))
         if self._hook is None:
             self._hook = optim.register_optimizer_step_post_hook(self.on_optimizer_step)
@@ -208,10 +210,9 @@ class Monitor:
             fn = getattr(dist, name, None)
             if fn is not None and getattr(fn, "__qosd_monitor__", False):
                 setattr(dist, name, fn.__wrapped__)
-        for method in PG_METHODS:
-            fn = getattr(dist.ProcessGroup, method, None)
-            if fn is not None and getattr(fn, "__qosd_monitor__", False):
-                setattr(dist.ProcessGroup, method, fn.__wrapped__)
+        for method, raw in self._pg_originals.items():
+            setattr(dist.ProcessGroup, method, raw)     # the descriptor itself, as it was
+        self._pg_originals = {}
         if self._hook is not None:
             self._hook.remove()
             self._hook = None

@@ -71,6 +71,11 @@ def _monitored(rank: int, world: int) -> None:
     after = [r for r in records if r.op == "step"][before:]
     # the pattern closes one more step at the first anchor; optimizer steps rule after that
     assert [r.size_bytes for r in after][1:] == [4096, 4096], after
+    monitor.uninstall()
+    count = len(records)
+    dist.all_reduce(grad)
+    dist.group.WORLD.allreduce([torch.ones(8)]).wait()       # still works, no longer timed
+    assert len(records) == count
 
 
 def test_monitor_times_sync_async_and_optimizer_steps_in_real_ranks():
