@@ -7,7 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from qosd.control.decision import Decision
-from qosd.daemon.recorder import FlightRecorder, RecordedTelemetry, RecorderConfig
+from qosd.daemon.recorder import (FlightRecorder, RecordedTelemetry, RecorderConfig,
+                                  open_recorder)
 from qosd.measure.pathsignal import PeerPath
 from qosd.recorder.records import (ClassPoint, DecisionRecord, JobRecord, NetSample, PeerPoint,
                                    decode, encode)
@@ -102,3 +103,11 @@ def test_daemon_recorder_writes_ticks_decisions_and_job_reports(tmp_path):
     assert job == [JobRecord(1001.5, "job", "step", 0.25, 1024, 0, 1, None)]
     assert store.recent()[0].op == "step"
     assert rec.status()["running"] is False
+
+
+def test_an_unusable_directory_means_no_recorder_not_no_daemon(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    assert open_recorder(RecorderConfig(str(blocker / "ring"))) is None
+    assert open_recorder(None) is None
+    assert open_recorder(RecorderConfig(str(tmp_path / "ring"))) is not None

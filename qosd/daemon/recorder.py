@@ -19,7 +19,7 @@ from qosd.control.decision import Decision
 from qosd.daemon.loop import ClassView
 from qosd.measure.pathsignal import PeerPath
 from qosd.recorder.records import DecisionRecord, JobRecord, Record
-from qosd.recorder.ring import RingWriter
+from qosd.recorder.ring import RecorderError, RingWriter
 from qosd.recorder.sampler import ClassTick, NetSampler, PeerTick
 from qosd.telemetry import STEP_OP, TelemetryRecord, TelemetryStore
 
@@ -98,6 +98,18 @@ class FlightRecorder:
             except OSError:
                 pass
             writer.close()
+
+
+def open_recorder(config: RecorderConfig | None) -> FlightRecorder | None:
+    """The recorder, or None (logged) when its directory cannot be used: shaping matters
+    more than its history, so the daemon starts without one rather than not at all."""
+    if config is None:
+        return None
+    try:
+        return FlightRecorder(config)
+    except RecorderError as exc:
+        log.error("running without a flight recorder: %s", exc)
+        return None
 
 
 class RecordedTelemetry(TelemetryStore):

@@ -24,7 +24,7 @@ from qosd.daemon.flows import FlowStep
 from qosd.daemon.handlers import Handlers
 from qosd.daemon.loop import ControlLoop
 from qosd.daemon.paths import PathMonitor
-from qosd.daemon.recorder import FlightRecorder, RecordedTelemetry, RecorderConfig
+from qosd.daemon.recorder import RecordedTelemetry, RecorderConfig, open_recorder
 from qosd.daemon.snapshot import metrics_snapshot
 from qosd.tc.build import class_minors
 from qosd.metrics import QosdCollector, serve_metrics
@@ -91,7 +91,7 @@ class Daemon:
         self.config = config
         self.shaper = shaper or open_reconciler(state_dir=config.state_dir)
         self.policy: Policy = load_policy(config.policy_path)
-        self.recorder = FlightRecorder(config.recorder) if config.recorder else None
+        self.recorder = open_recorder(config.recorder)
         self.telemetry = RecordedTelemetry(self.recorder)
         self.started_s = time.monotonic()
         self.stop_event: asyncio.Event | None = None
