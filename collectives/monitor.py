@@ -119,6 +119,10 @@ class Monitor:
         import torch.distributed as dist
         return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
+    def _world(self) -> int | None:
+        import torch.distributed as dist
+        return dist.get_world_size() if dist.is_available() and dist.is_initialized() else None
+
     def _record(self, op: str, size_bytes: int, start_s: float, end_s: float) -> None:
         wall = time.time() - (time.monotonic() - end_s)
         rank = self._rank()
@@ -130,14 +134,14 @@ class Monitor:
             step = None if self._optimizer_steps else self.steps.on_collective(op, size_bytes,
                                                                                 start_s, end_s)
         self.sink(TelemetryRecord(self.job, op, size_bytes, end_s - start_s, 0, None, rank,
-                                  step_index, end_unix_s=wall))
+                                  step_index, end_unix_s=wall, world_size=self._world()))
         if step is not None:
             self._emit_step(step, rank)
 
     def _emit_step(self, step: Step, rank: int) -> None:
         wall = time.time() - (time.monotonic() - step.end_s)
         self.sink(TelemetryRecord(self.job, STEP_OP, step.size_bytes, step.duration_s, 0, None,
-                                  rank, step.index, end_unix_s=wall))
+                                  rank, step.index, end_unix_s=wall, world_size=self._world()))
 
     def on_optimizer_step(self, *_args: Any) -> None:
         now = time.monotonic()

@@ -35,6 +35,7 @@ class TelemetryRecord:
     rank: int
     step: int
     end_unix_s: float | None = None   # when it ended (wall clock); None: when the daemon got it
+    world_size: int | None = None     # ranks taking part (for bus bandwidth); None: unknown
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> TelemetryRecord:
@@ -42,7 +43,7 @@ class TelemetryRecord:
         return cls(job=params["job"], op=params["op"], size_bytes=params["bytes"],
                    duration_s=float(params["duration_s"]), chunk_bytes=params["chunk_bytes"],
                    grant_bps=params["grant_bps"], rank=params["rank"], step=params["step"],
-                   end_unix_s=params.get("end_unix_s"))
+                   end_unix_s=params.get("end_unix_s"), world_size=params.get("world_size"))
 
     def to_params(self) -> dict[str, Any]:
         params = {"job": self.job, "op": self.op, "bytes": self.size_bytes,
@@ -50,6 +51,8 @@ class TelemetryRecord:
                   "grant_bps": self.grant_bps, "rank": self.rank, "step": self.step}
         if self.end_unix_s is not None:
             params["end_unix_s"] = self.end_unix_s
+        if self.world_size is not None:
+            params["world_size"] = self.world_size
         return params
 
 

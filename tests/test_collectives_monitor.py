@@ -52,7 +52,8 @@ def _monitored(rank: int, world: int) -> None:
     dist.barrier()
     ops = [r.op for r in records if r.op != "step"]
     assert ops.count("all_reduce") == 8 and ops.count("barrier") == 1, ops
-    assert all(r.duration_s >= 0 and r.rank == rank and r.end_unix_s for r in records)
+    assert all(r.duration_s >= 0 and r.rank == rank and r.end_unix_s and r.world_size == world
+               for r in records)
     assert [r.size_bytes for r in records if r.op == "all_reduce"][0] == 4096
     steps = [r for r in records if r.op == "step"]
     assert len(steps) == 3 and steps[0].size_bytes == 4096 + 64, steps

@@ -8,7 +8,7 @@ import pytest
 
 from qosd.insight.report import PNG_KEY, draw_png, png_text_chunks, render_html, report_data
 from qosd.insight.timeline import build_timeline
-from qosd.insight.topview import SendHistory, frame, frame_json, process_name
+from qosd.insight.topview import SendHistory, frame, frame_json, jobs, process_name
 from tests.test_insight_timeline import _net, _step
 
 STATUS = {"interface": "eth0", "ticks": 120, "now_s": 100.0, "link": {"egress_bps": 100_000_000},
@@ -26,12 +26,16 @@ FLOWS = [{"cmdline": "/usr/bin/python3 -m train --x", "pid": 42, "bytes_sent": 5
           "rtt_s": 0.02, "total_retrans": 0}]
 
 
-def _timeline():
+def _timeline_records():
     records = [_net(float(t), 1e6, 0.0005) for t in range(1, 11)]
     records += [_net(float(t), 80e6, 0.045) for t in range(11, 21)]
     records += [_step(i, 0.5 + i * 0.5, 0.2) for i in range(19)]
     records += [_step(100 + i, 10.6 + i * 0.6, 0.5) for i in range(15)]
-    return build_timeline(records)
+    return records
+
+
+def _timeline():
+    return build_timeline(_timeline_records())
 
 
 def test_frame_fits_80x24_and_shows_classes_peers_jobs_steps_decisions():
@@ -47,7 +51,22 @@ def test_frame_fits_80x24_and_shows_classes_peers_jobs_steps_decisions():
     assert any("delay-over-target" in line for line in big)
     assert any(line.startswith("train ") and " 42 " in line for line in big)
     doc = frame_json(STATUS, _timeline(), FLOWS)
+    assert doc["jobs"][0]["busbw_bps"] is None        # no collectives reported here
     assert doc["jobs"][0]["slow_steps"] == 15 and doc["processes"][0]["flows"] == 2
+
+
+def test_jobs_carry_algorithm_and_bus_bandwidth():
+    from qosd.recorder.records import JobRecord
+
+    colls = [JobRecord(5.0 + i, "train", "all_reduce", 0.1, 1_000_000, 0, i, None, 4)
+             for i in range(3)]
+    tl = build_timeline([*_timeline_records(), *colls])
+    (job,) = jobs(tl)
+    assert job.algbw_bps == pytest.approx(80e6)
+    assert job.busbw_bps == pytest.approx(80e6 * 2 * 3 / 4)
+    lines = frame(STATUS, tl, width=80, height=40, now_s=20.0)
+    assert any(line.startswith("train ") and "80.0M" in line and "120.0M" in line
+               for line in lines), lines
 
 
 def test_processes_show_their_send_rate_and_bursts_across_frames():

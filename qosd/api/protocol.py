@@ -54,6 +54,7 @@ METHODS: Mapping[str, Schema] = {
         "chunk_bytes": Field(int, minimum=0), "grant_bps": Field(int, nullable=True, minimum=0),
         "rank": Field(int, minimum=0), "step": Field(int, minimum=0),
         "end_unix_s": Field(float, required=False, minimum=0),
+        "world_size": Field(int, required=False, minimum=1),
     },
     "telemetry_recent": {"limit": Field(int, required=False, minimum=1)},
     "flows": {"class": _name(required=False), "pid": Field(int, required=False, minimum=1)},

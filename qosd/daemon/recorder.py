@@ -68,7 +68,7 @@ class FlightRecorder:
     def on_job(self, rec: TelemetryRecord) -> None:
         end_s = rec.end_unix_s if rec.end_unix_s is not None else self.wallclock()
         self._pending.append(JobRecord(end_s, rec.job, rec.op, rec.duration_s, rec.size_bytes,
-                                       rec.rank, rec.step, rec.grant_bps))
+                                       rec.rank, rec.step, rec.grant_bps, rec.world_size))
         if len(self._pending) >= 64:
             self.flush()
 

@@ -49,6 +49,7 @@ class JobSummary:
     baseline_s: float | None
     collective_s: float | None          # mean over the recent collectives
     algbw_bps: float | None             # bytes / time of those collectives
+    busbw_bps: float | None             # what each rank moved per second (nccl-tests' busbw)
     slow_steps: int
     steps: int
 
@@ -64,10 +65,12 @@ def jobs(timeline: Timeline, recent: int = 20) -> list[JobSummary]:
     for job in sorted(set(by_job) | set(colls)):
         steps, cs = by_job.get(job, []), colls.get(job, [])[-recent:]
         dur = sum(c.duration_s for c in cs)
+        bus = [b for b in (c.busbw_bps for c in cs) if b is not None]
         out.append(JobSummary(job, steps[-1].record.duration_s if steps else None,
                               timeline.baselines_s.get(job),
                               dur / len(cs) if cs else None,
                               sum(c.size_bytes for c in cs) * 8 / dur if dur > 0 else None,
+                              sum(bus) / len(bus) if bus else None,
                               sum(1 for s in steps if s.slow), len(steps)))
     return out
 
@@ -146,12 +149,12 @@ def frame(status: Mapping[str, Any], timeline: Timeline, flows: Sequence[Mapping
               ms(p.get("queue_delay_s")), f"{(p.get('loss') or 0) * 100:.0f}%",
               p.get("signal") or "none"), pw)
         for n, p in sorted(peers.items())] or ["PEER: none"])
-    jw = (14, 9, 9, 9, 10, 9)
+    jw = (14, 9, 9, 9, 8, 8, 9)
     summaries = jobs(timeline)
-    sections.append([_row(("JOB", "STEP", "BASELINE", "COLL", "ALG BW", "SLOW"), jw)] + [
-        _row((j.job, ms(j.last_step_s), ms(j.baseline_s), ms(j.collective_s),
-              rate(j.algbw_bps) + "bit/s" if j.algbw_bps else "-", f"{j.slow_steps}/{j.steps}"), jw)
-        for j in summaries] if summaries else ["JOB: none reported"])
+    sections.append([_row(("JOB", "STEP", "BASELINE", "COLL", "ALG BW", "BUS BW", "SLOW"), jw)]
+                    + [_row((j.job, ms(j.last_step_s), ms(j.baseline_s), ms(j.collective_s),
+                             rate(j.algbw_bps), rate(j.busbw_bps), f"{j.slow_steps}/{j.steps}"),
+                            jw) for j in summaries] if summaries else ["JOB: none reported"])
     steps = list(timeline.steps[-6:])
     if steps:
         sections.append(["STEPS"] + [

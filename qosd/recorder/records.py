@@ -72,10 +72,28 @@ class JobRecord:
     rank: int
     step: int
     grant_bps: int | None = None
+    world_size: int | None = None
 
     @property
     def start_s(self) -> float:
         return self.t_s - self.duration_s
+
+    @property
+    def algbw_bps(self) -> float | None:
+        """Payload over time, as nccl-tests define algorithm bandwidth."""
+        return self.size_bytes * 8 / self.duration_s if self.duration_s > 0 else None
+
+    @property
+    def busbw_bps(self) -> float | None:
+        """Algorithm bandwidth times what each rank must move for the op (nccl-tests' factors:
+        2(n-1)/n for all-reduce, (n-1)/n for all-gather and reduce-scatter, 1 otherwise)."""
+        alg, n = self.algbw_bps, self.world_size
+        if alg is None or n is None:
+            return None
+        factor = {"all_reduce": 2 * (n - 1) / n, "all_gather": (n - 1) / n,
+                  "all_gather_into_tensor": (n - 1) / n, "reduce_scatter": (n - 1) / n,
+                  "reduce_scatter_tensor": (n - 1) / n}.get(self.op, 1.0)
+        return alg * factor
 
     @property
     def is_step(self) -> bool:
