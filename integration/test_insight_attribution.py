@@ -5,7 +5,8 @@ only queue, as under FIFO) watches the unchanged compute job run under
 alone, every FIFO step slower than 1.2x the alone mean must (at >= 90%) be blamed on disk
 and on the path to the compute peer; no step of the alone run may be blamed on a class.
 
-About 70 s: 5 s alone and 14 s under FIFO (3-7 steps of 1-3 s), plus torch's start-up in two namespaces each.
+About 75 s: 5 s alone and 14 s under FIFO (steps of 1-3 s there), plus torch's start-up
+in two namespaces each.
 """
 
 from __future__ import annotations
