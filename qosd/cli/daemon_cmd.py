@@ -44,7 +44,7 @@ def _host_port(value: str) -> tuple[str, int]:
 @click.option("--recorder-dir", default="/var/lib/qosd/recorder", show_default=True,
               help="The flight recorder's ring (network samples, decisions, job steps), kept "
                    "across restarts and read by `qosd report` and `qosd top`; 'off' disables it.")
-@click.option("--recorder-max-mb", type=click.FloatRange(0.01, 100_000), default=64.0,
+@click.option("--recorder-max-mb", type=click.FloatRange(0.01, 100_000), default=128.0,
               show_default=True, help="Size cap of the ring; the oldest records go first.")
 @click.option("--recorder-interval", type=click.FloatRange(0.1, 60), default=1.0,
               show_default=True, help="Seconds per recorded network sample.")

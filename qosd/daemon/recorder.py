@@ -26,7 +26,7 @@ from qosd.telemetry import STEP_OP, TelemetryRecord, TelemetryStore
 log = logging.getLogger(__name__)
 
 DEFAULT_DIR = "/var/lib/qosd/recorder"
-DEFAULT_MAX_MB = 64.0          # a day of 1 Hz samples of a few classes and peers is ~40 MB
+DEFAULT_MAX_MB = 128.0         # a day of 1 Hz samples of 3 classes and 4 peers is ~92 MB
 DEFAULT_INTERVAL_S = 1.0
 
 

@@ -114,13 +114,25 @@ Record = Union[NetSample, JobRecord, DecisionRecord]
 _KIND = {NetSample: "net", JobRecord: "job", DecisionRecord: "decision"}
 
 
+def _compact(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """Floats cut to what they mean (ms for times, 1 bit/s for rates): a day of samples
+    should fit the ring, and 17 significant digits of a mean rate mean nothing."""
+    out = {}
+    for key, value in doc.items():
+        if isinstance(value, float):
+            value = round(value, 3) if key.endswith("t_s") else (
+                round(value) if key.endswith("bps") else round(value, 6))
+        out[key] = value
+    return out
+
+
 def to_json(record: Record) -> dict[str, Any]:
     if isinstance(record, NetSample):
-        return {"kind": "net", "t_s": record.t_s, "interval_s": record.interval_s,
-                "link_bps": record.link_bps,
-                "classes": {n: vars(c) for n, c in record.classes.items()},
-                "peers": {n: vars(p) for n, p in record.peers.items()}}
-    return {"kind": _KIND[type(record)], **vars(record)}
+        return {"kind": "net", "t_s": round(record.t_s, 3),
+                "interval_s": round(record.interval_s, 3), "link_bps": record.link_bps,
+                "classes": {n: _compact(vars(c)) for n, c in record.classes.items()},
+                "peers": {n: _compact(vars(p)) for n, p in record.peers.items()}}
+    return {"kind": _KIND[type(record)], **_compact(vars(record))}
 
 
 def from_json(doc: Mapping[str, Any]) -> Record | None:
