@@ -128,7 +128,7 @@ class Monitor:
         rank = self._rank()
         with self._lock:
             self.collectives += 1
-            step_index = self.steps._index
+            step_index = self.steps.index
             self._step_bytes += size_bytes
             self._step_count += 1
             step = None if self._optimizer_steps else self.steps.on_collective(op, size_bytes,
@@ -148,7 +148,7 @@ class Monitor:
         with self._lock:
             if not self._optimizer_steps:          # exact boundaries from now on
                 self._optimizer_steps = True
-                self.steps = StepDetector(_index=self.steps._index)
+                self.steps = StepDetector(_index=self.steps.index)
             step = self.steps.on_boundary(now, self._step_bytes, self._step_count)
             self._step_bytes, self._step_count = 0, 0
         if step is not None:

@@ -38,6 +38,11 @@ class StepDetector:
     _prologue: list[tuple[Signature, float]] = field(default_factory=list)
     _last_end_s: float | None = None
 
+    @property
+    def index(self) -> int:
+        """The index the step under way will carry."""
+        return self._index
+
     def on_collective(self, op: str, size_bytes: int, start_s: float,
                       end_s: float | None = None) -> Step | None:
         """Account one top-level collective; return the step it closed, if any."""

@@ -42,13 +42,13 @@ def recorder_core_share() -> float:
     from qosd.measure.pathsignal import PeerPath
     from qosd.telemetry import TelemetryRecord
 
-    pct = RateSpec
+    def pct(value: float) -> RateSpec:
+        return RateSpec(percent=value)
+
     policy = Policy(version=1, interface="eth0", link=Link(egress_bps=100_000_000),
-                    classes=(TrafficClass("compute", 0, pct(percent=60), pct(percent=100)),
-                             TrafficClass("disk", 2, pct(percent=10), pct(percent=100),
-                                          scavenger=True),
-                             TrafficClass("other", 1, pct(percent=10), pct(percent=100),
-                                          default=True)),
+                    classes=(TrafficClass("compute", 0, pct(60), pct(100)),
+                             TrafficClass("disk", 2, pct(10), pct(100), scavenger=True),
+                             TrafficClass("other", 1, pct(10), pct(100), default=True)),
                     control=Control())
     clock = [1.8e9]
     with tempfile.TemporaryDirectory(prefix="qosd-recbench-") as tmp:

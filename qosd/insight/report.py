@@ -12,6 +12,8 @@ import base64
 import html
 import io
 import json
+import struct
+import zlib
 from typing import Any
 
 from qosd.errors import QosdError
@@ -124,9 +126,6 @@ def render_html(data: dict[str, Any], png: bytes) -> str:
 
 def png_text_chunks(png: bytes) -> dict[str, str]:
     """The tEXt chunks of a PNG (for readers and tests of `draw_png`)."""
-    import struct
-    import zlib
-
     chunks, pos = {}, 8
     while pos + 8 <= len(png):
         length, kind = struct.unpack(">I4s", png[pos:pos + 8])
