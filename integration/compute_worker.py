@@ -34,8 +34,11 @@ def _init(rank: int, world: int, master: str, timeout_s: float) -> None:
 
 
 def run_steps(grad_bytes: int, seconds: float, max_steps: int,
-              compute_s: float = 0.0) -> tuple[list[float], list[float]]:
+              compute_s: float = 0.0, idle_s: float = 0.0) -> tuple[list[float], list[float]]:
     """All-reduce one gradient per step until a rank's time is up; return (starts, durations).
+
+    `idle_s` is the compute between steps (the network idles), as a duty-cycled job's
+    forward/backward passes are; the duration is the all-reduce's alone.
 
     Every rank's clock starts when the first step completes, the moment all ranks are known
     to be running (a peer may have waited long in it for rank 0). A rank votes to stop when
@@ -52,7 +55,7 @@ def run_steps(grad_bytes: int, seconds: float, max_steps: int,
     while len(starts) < max_steps:
         grad.fill_(1.0)
         last_s = durations[-1] if len(durations) > 1 else 0.0   # a peer's first waited for rank 0
-        grad[-1] = 1.0 if time.monotonic() + 2 * last_s >= deadline else 0.0
+        grad[-1] = 1.0 if time.monotonic() + 2 * last_s + idle_s >= deadline else 0.0
         start = time.monotonic()
         if compute_s > 0:     # the all-reduce overlaps `compute_s` of compute, as DDP's does
             work = dist.all_reduce(grad, async_op=True)
@@ -66,6 +69,8 @@ def run_steps(grad_bytes: int, seconds: float, max_steps: int,
             deadline = time.monotonic() + seconds
         if grad[-1].item() > 0:
             break
+        if idle_s:
+            time.sleep(idle_s)
     return starts, durations
 
 
@@ -79,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-steps", type=int, default=10_000)
     parser.add_argument("--compute-s", type=float, default=0.0,
                         help="seconds of (simulated) compute each step, overlapping the all-reduce")
+    parser.add_argument("--step-idle", type=float, default=0.0,
+                        help="seconds of (simulated) compute between all-reduces")
     parser.add_argument("--out", help="also write the JSON result to this file")
     parser.add_argument("--wait-go", action="store_true",
                         help="print a ready line, then wait for a line on stdin")
@@ -98,7 +105,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"ready": True}), flush=True)
         if not sys.stdin.readline():
             return 1
-    starts, durations = run_steps(args.grad_bytes, args.seconds, args.max_steps, args.compute_s)
+    if not 0 <= args.step_idle <= 10:
+        parser.error("--step-idle must be in [0, 10]")
+    starts, durations = run_steps(args.grad_bytes, args.seconds, args.max_steps,
+                                  args.compute_s, args.step_idle)
     dist.destroy_process_group()
     result = {"rank": args.rank, "world": args.world, "grad_bytes": args.grad_bytes,
               "steps": len(starts), "step_start_s": starts, "step_s": durations}

@@ -61,7 +61,31 @@ class ModeResult:
     bottleneck_probes: tuple[tuple[float, float], ...]   # (t_s, queue delay s) h -> r2
     timeline: tuple[Sample, ...]
     decisions: tuple[Decision, ...] = ()
-    rate_change_s: float | None = None
+    router_start_bps: int = 0
+    rate_changes: tuple[tuple[float, int], ...] = ()      # (t_s applied, router rate)
+
+    @property
+    def rate_change_s(self) -> float | None:
+        """When the router's rate first changed (None: it never did)."""
+        return self.rate_changes[0][0] if self.rate_changes else None
+
+    def capacity_bps(self, t_s: float) -> int:
+        """The router's rate in force at `t_s`."""
+        rate = self.router_start_bps
+        for at_s, bps in self.rate_changes:
+            if at_s <= t_s:
+                rate = bps
+        return rate
+
+    def link_rate_bps(self, t_s: float, policy_link_bps: int) -> int:
+        """The host's shaped link rate at `t_s`, replayed from the link decisions."""
+        rate = policy_link_bps
+        for d in self.decisions:
+            if d.cls == "link" and d.field == "link":
+                if d.t_s > t_s:
+                    break
+                rate = d.new_bps
+        return rate
 
     @property
     def mean_step_s(self) -> float:

@@ -109,7 +109,8 @@ class DecisionPoller(threading.Thread):
 
 
 class DiskLoad:
-    """`disk_flows` bulk TCP uploads h -> d (integration.traffic), stopped when compute ends.
+    """`disk_flows` bulk TCP transfers (integration.traffic), stopped when compute ends:
+    uploads h -> d, or downloads d -> h when `cfg.direction` is `down`.
 
     Each sender is bounded in time and bytes on its own; `stop()` only ends them earlier.
     """
@@ -118,8 +119,9 @@ class DiskLoad:
         self.procs: list[subprocess.Popen] = []
         port0 = 5201 + 10 * (next(_ports) % 400)
         ports = [port0 + i for i in range(cfg.disk_flows)]
+        src, dst = (topo.host, topo.disk) if cfg.direction == "up" else (topo.disk, topo.host)
         for port in ports:
-            self.procs.append(topo.disk.python(
+            self.procs.append(dst.python(
                 ["-m", "integration.traffic", "recv", "--port", str(port),
                  "--seconds", str(bound_s + 5), "--warmup", "0"], stderr=subprocess.DEVNULL))
         for proc in self.procs:
@@ -129,8 +131,8 @@ class DiskLoad:
                 raise ScenarioError("disk receiver did not start")
         max_bytes = int(cfg.uplink_bps / 8 * bound_s)
         for port in ports:
-            self.procs.append(topo.host.python(
-                ["-m", "integration.traffic", "send", "--dst", topo.disk.addr, "--port", str(port),
+            self.procs.append(src.python(
+                ["-m", "integration.traffic", "send", "--dst", dst.addr, "--port", str(port),
                  "--seconds", str(bound_s), "--max-bytes", str(max_bytes)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
@@ -148,9 +150,9 @@ def qosd_cli(host: Host, args: list[str], log: Path | None = None, **kwargs) -> 
             out.close()
 
 
-def apply_static(topo: Topology, workdir: Path) -> None:
+def apply_static(topo: Topology, cfg: ScenarioConfig, workdir: Path) -> None:
     path = workdir / "static.yaml"
-    path.write_text(static_policy_yaml(topo))
+    path.write_text(static_policy_yaml(topo, cfg))
     proc = qosd_cli(topo.host, ["policy", "apply", str(path)])
     out, _ = proc.communicate(timeout=60)
     if proc.returncode != 0:
@@ -159,12 +161,13 @@ def apply_static(topo: Topology, workdir: Path) -> None:
 
 def start_daemon(topo: Topology, cfg: ScenarioConfig, workdir: Path, bound_s: float,
                  procs: list[subprocess.Popen]) -> str:
-    """`qosd run` inside h, and the UDP reflector its prober needs on every compute peer;
-    returns the daemon's socket once `status` answers."""
+    """`qosd run` inside h, and (`peer_runs: reflector`) `qosd reflect` on every compute
+    peer; returns the daemon's socket once `status` answers."""
     from qosd.api.client import ApiClient
     from qosd.errors import QosdError
 
-    for i, peer in enumerate(topo.compute):
+    reflectors = topo.compute if cfg.peer_runs == "reflector" else []
+    for i, peer in enumerate(reflectors):
         procs.append(qosd_cli(peer, ["reflect", "--seconds", str(int(bound_s))],
                               log=workdir / f"reflect-{i}.log"))
     policy, sock, log = workdir / "qosd.yaml", workdir / "qosd.sock", workdir / "qosd.log"
@@ -193,7 +196,8 @@ def start_workers(topo: Topology, cfg: ScenarioConfig, workdir: Path,
     args = ["-m", "integration.compute_worker", "--world", str(1 + len(topo.compute)),
             "--master", f"{topo.host.addr}:{port}", "--grad-bytes", str(cfg.grad_bytes),
             "--seconds", str(cfg.seconds), "--max-steps", str(MAX_STEPS),
-            "--compute-s", str(cfg.compute_s)]
+            "--compute-s", str(cfg.compute_s),
+            "--step-idle", str(cfg.step_idle_s)]
     workers = []
     monitor = (["-m", "collectives.monitor", "--job", "scenario", "--socket", cfg.monitor_socket]
                if cfg.monitor_socket else [])

@@ -34,14 +34,13 @@ def run_mode(topo: Topology, cfg: ScenarioConfig, mode: str, workdir: Path) -> M
     """Run one mode on a built topology; the host is left unshaped afterwards."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
-    topo.tb.bottleneck(topo.edge, topo.bottleneck_iface, cfg.router_start_bps, cfg.fifo_bytes)
+    _set_bottlenecks(topo, cfg)
     bound_s = cfg.idle_s + cfg.disk_lead_s + cfg.seconds + READY_TIMEOUT_S
     procs: list[subprocess.Popen] = []
-    sampler = poller = disk = timer = None
-    rate_change: list[float] = []
+    sampler = poller = disk = changer = None
     try:
         if mode == "static":
-            apply_static(topo, workdir)
+            apply_static(topo, cfg, workdir)
         if mode == "qosd":
             poller = DecisionPoller(start_daemon(topo, cfg, workdir, bound_s, procs))
         rank0, *others = start_workers(topo, cfg, workdir, procs)
@@ -55,14 +54,15 @@ def run_mode(topo: Topology, cfg: ScenarioConfig, mode: str, workdir: Path) -> M
         time.sleep(cfg.idle_s)
         if mode != "alone":
             disk = DiskLoad(topo, cfg, bound_s)
-            sampler.wait_for_bytes(topo.disk_meter(), FLOWING_BYTES, READY_TIMEOUT_S)
+            sampler.wait_for_bytes(topo.disk_meter(cfg.direction), FLOWING_BYTES,
+                                   READY_TIMEOUT_S)
             time.sleep(cfg.disk_lead_s)
         t_go = time.monotonic()
         rank0.stdin.write("go\n")
         rank0.stdin.flush()
-        if cfg.rate_drop_at_s is not None:
-            timer = threading.Timer(cfg.rate_drop_at_s, _drop_rate, (topo, cfg, t_go, rate_change))
-            timer.start()
+        if cfg.rate_schedule:
+            changer = RateChanger(topo, cfg, t_go)
+            changer.start()
         result = finish_workers(rank0, others, cfg, workdir)
         time.sleep(2 * COUNTER_INTERVAL_S)
         for ping in pings:
@@ -70,8 +70,8 @@ def run_mode(topo: Topology, cfg: ScenarioConfig, mode: str, workdir: Path) -> M
         counters = sampler.finish()
         decisions = poller.finish() if poller else []
     finally:
-        if timer:
-            timer.cancel()
+        if changer:
+            changer.finish()
         for part in (sampler, poller):
             if part:
                 part.finish()
@@ -84,23 +84,60 @@ def run_mode(topo: Topology, cfg: ScenarioConfig, mode: str, workdir: Path) -> M
     probes = {name: queue_delays([(t + offset - t_go, r) for t, r in
                                   parse_ping((workdir / f"ping-{name}.out").read_text())])
               for name in probe_targets(topo)}
-    return _result(topo, mode, result, t_go, counters, probes, decisions,
-                   rate_change[0] if rate_change else None)
+    return _result(topo, cfg, mode, result, t_go, counters, probes, decisions,
+                   changer.applied if changer else [])
 
 
-def _drop_rate(topo: Topology, cfg: ScenarioConfig, t_go: float, record: list[float]) -> None:
-    record.append(time.monotonic() - t_go)
-    topo.tb.set_bottleneck_rate(topo.edge, topo.bottleneck_iface, cfg.router_bps)
+def _bottleneck_iface(topo: Topology, cfg: ScenarioConfig) -> str:
+    return topo.bottleneck_iface if cfg.direction == "up" else topo.downstream_iface
 
 
-def _result(topo: Topology, mode: str, worker: dict, t_go: float,
+def _set_bottlenecks(topo: Topology, cfg: ScenarioConfig) -> None:
+    """The uplink at the router's rate; for a downlink run, the router's side toward h too
+    (the one the schedule moves), else none there."""
+    tb, edge = topo.tb, topo.edge
+    if cfg.direction == "up":
+        tb.bottleneck(edge, topo.bottleneck_iface, cfg.router_start_bps, cfg.fifo_bytes)
+        tb.clear_bottleneck(edge, topo.downstream_iface)
+    else:
+        tb.bottleneck(edge, topo.bottleneck_iface, cfg.uplink_bps, cfg.fifo_bytes)
+        tb.bottleneck(edge, topo.downstream_iface, cfg.router_start_bps, cfg.fifo_bytes)
+
+
+class RateChanger(threading.Thread):
+    """Moves the router's bottleneck along `cfg.rate_schedule` (times after `t_go`) and
+    records when each change was in force: `applied` holds (seconds after t_go, rate)."""
+
+    def __init__(self, topo: Topology, cfg: ScenarioConfig, t_go: float) -> None:
+        super().__init__(daemon=True)
+        self.topo, self.cfg, self.t_go = topo, cfg, t_go
+        self.iface = _bottleneck_iface(topo, cfg)
+        self.applied: list[tuple[float, int]] = []
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        for at_s, bps in self.cfg.rate_schedule:
+            if self._halt.wait(max(0.0, self.t_go + at_s - time.monotonic())):
+                return
+            try:
+                self.topo.tb.set_bottleneck_rate(self.topo.edge, self.iface, bps)
+            except TestbedError:
+                return          # the mode is over and its testbed going away
+            self.applied.append((time.monotonic() - self.t_go, bps))
+
+    def finish(self) -> None:
+        self._halt.set()
+        self.join(timeout=5)
+
+
+def _result(topo: Topology, cfg: ScenarioConfig, mode: str, worker: dict, t_go: float,
             counters: list[tuple[float, Counters]], probes: dict[str, list[tuple[float, float]]],
-            decisions: list[Decision], rate_change_s: float | None) -> ModeResult:
+            decisions: list[Decision], rate_changes: list[tuple[float, int]]) -> ModeResult:
     starts = [s - t_go for s in worker["step_start_s"]]
     durations = list(worker["step_s"])
     window_s = starts[-1] + durations[-1] if starts else 0.0
     rel = [(t - t_go, c) for t, c in counters]
-    disk, compute = topo.disk_meter(), topo.compute_meter()
+    disk, compute = topo.disk_meter(cfg.direction), topo.compute_meter(cfg.direction)
     disk_bytes, disk_span = bytes_between(rel, disk, 0.0, window_s)
     compute_bytes, compute_span = bytes_between(rel, compute, 0.0, window_s)
     return ModeResult(
@@ -112,7 +149,7 @@ def _result(topo: Topology, mode: str, worker: dict, t_go: float,
         timeline=tuple(build_timeline(rel, disk, compute, list(zip(starts, durations)),
                                       probes["compute"], probes["bottleneck"])),
         decisions=tuple(replace(d, t_s=d.t_s - t_go) for d in decisions),
-        rate_change_s=rate_change_s)
+        router_start_bps=cfg.router_start_bps, rate_changes=tuple(rate_changes))
 
 
 def run_scenario(runs: Sequence[tuple[str, str, ScenarioConfig]],

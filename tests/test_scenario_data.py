@@ -7,7 +7,9 @@ import math
 import pytest
 
 from integration.bench import discover
-from integration.bench_scenario import configs, delay_onset_s, first_cut_s, lines_from
+from integration import bench_capacity
+from integration.bench_capacity import delay_onset_s, first_cut_s
+from integration.bench_scenario import configs, lines_from, step_bound
 from integration.scenario_data import (Decision, ModeResult, build_timeline, bytes_between,
                                        merge_decisions, parse_decisions, parse_net_dev,
                                        parse_ping, percentile, queue_delays)
@@ -27,15 +29,17 @@ NET_DEV = """Inter-|   Receive                                                | 
 
 
 def _result(mode: str, steps: list[float], *, disk_bps: float = 0.0, compute_bps: float = 0.0,
-            probes: tuple = (), decisions: tuple = (), change: float | None = None) -> ModeResult:
+            probes: tuple = (), decisions: tuple = (),
+            changes: tuple = (), start_bps: int = 100_000_000, timeline: tuple = ()) -> ModeResult:
     starts, t = [], 0.0
     for d in steps:
         starts.append(t)
         t += d
     return ModeResult(mode=mode, step_times_s=tuple(steps), step_starts_s=tuple(starts),
                       disk_rate_bps=disk_bps, compute_rate_bps=compute_bps, compute_bytes=0,
-                      window_s=t, compute_probes=probes, bottleneck_probes=probes, timeline=(),
-                      decisions=decisions, rate_change_s=change)
+                      window_s=t, compute_probes=probes, bottleneck_probes=probes,
+                      timeline=timeline, decisions=decisions, router_start_bps=start_bps,
+                      rate_changes=changes)
 
 
 def test_ping_lines_become_times_and_rtts_and_lost_probes_are_skipped():
@@ -89,40 +93,81 @@ def test_timeline_slices_rates_steps_and_delays_into_half_seconds():
 
 
 def test_bench_lines_judge_each_target_against_its_baseline():
-    base, upstream = configs()
-    cut = Decision(t_s=5.2, cls="link", reason="upstream-bottleneck", old_bps=100, new_bps=60)
+    cfg = configs()
     results = {
-        "alone": _result("alone", [0.18] * 10),
-        "fifo": _result("fifo", [0.9] * 3),
+        "alone": _result("alone", [0.18] * 10, compute_bps=88e6),
+        "fifo": _result("fifo", [0.9] * 3, probes=((1.0, 0.08),)),
         "static": _result("static", [0.22] * 8),
-        "qosd": _result("qosd", [0.19] * 9, disk_bps=20e6, compute_bps=78e6,
+        "qosd": _result("qosd", [0.19] * 9, disk_bps=20e6, compute_bps=75e6,
                         probes=((1.0, 0.004), (1.5, 0.012))),
+        "qosd-duty": _result("qosd", [0.19] * 9, disk_bps=43e6, compute_bps=50e6,
+                             probes=((1.0, 0.004),)),
         "alone-upstream": _result("alone", [0.3] * 10),
-        "qosd-upstream": _result("qosd", [0.33] * 40, probes=((5.1, 0.008),), decisions=(cut,),
-                                 change=5.0),
+        "fifo-upstream": _result("fifo", [0.7] * 4),
+        "qosd-upstream": _result("qosd", [0.33] * 9),
+        "qosd-upstream-nothing": _result("qosd", [0.42] * 7),
+        "qosd-down": _result("qosd", [0.2] * 9),
     }
-    lines = {line.name.split(" (")[0]: line for line in lines_from(results, base, upstream)}
-    assert lines["scenario: step time under qosd vs compute alone"].met       # 1.06x
+    lines = {line.name.split(" (")[0].split(" against")[0]: line
+             for line in lines_from(results, cfg)}
     assert lines["scenario: step time with FIFO vs alone"].met                # 5x
-    assert lines["scenario: step time under qosd vs static HTB split"].met
-    assert lines["scenario: disk throughput under qosd vs capacity compute leaves free"].met
-    p99 = lines["scenario: p99 bottleneck queueing delay under qosd vs target_delay"]
+    # alone moves 88 mbit of goodput = 92 of link; 100 - 10 (disk's guarantee) leaves 90
+    bound, demand_bps, left_bps = step_bound(results["alone"], cfg["base"])
+    assert left_bps == 90e6 and bound == pytest.approx(88e6 * 1514 / 1448 / 90e6)
+    headline = lines["headline: step time under qosd vs alone,"]
+    assert headline.met == (0.19 / 0.18 <= 1.05 * bound)
+    assert lines["headline: step time under qosd vs static HTB split"].met
+    share = lines["headline: disk throughput under qosd vs capacity compute leaves free"]
+    assert share.met and share.ratio == pytest.approx(20e6 / (100e6 * 1448 / 1514 - 75e6))
+    p99 = lines["headline: p99 router queueing delay under qosd vs target_delay; FIFO's router p99 80.0 ms"]
     assert not p99.met and p99.value == pytest.approx(11.92)
-    reaction = lines["upstream: first cut after delay onset"]
-    assert reaction.met and reaction.value == pytest.approx(100.0)
-    assert next(v for k, v in lines.items() if k.startswith("upstream: step time")).met
+    assert lines["duty-cycled compute: disk throughput under qosd vs capacity compute leaves free"].met
+    nothing = next(v for k, v in lines.items() if "peer runs nothing" in k)
+    assert not nothing.met and nothing.ratio == pytest.approx(1.4)
+    assert next(v for k, v in lines.items() if "peer runs qosd reflect" in k).met   # 1.1x
+    assert next(v for k, v in lines.items() if k.startswith("downlink")).met
+
+
+def test_capacity_lines_time_the_cut_the_drain_and_the_rise():
+    cfg = bench_capacity.configs()
+    from integration.scenario_data import Sample
+
+    cut = Decision(t_s=3.25, cls="link", reason="upstream-bottleneck", field="link",
+                   old_bps=100_000_000, new_bps=38_000_000)
+    probe = lambda t: 0.0 if t < 3.1 else 0.03 if t < 3.6 else 0.002        # noqa: E731
+    probes = tuple((k * 0.05, probe(k * 0.05)) for k in range(360))
+    timeline = tuple(Sample(k * 0.5, 40e6 if k * 0.5 < 12.5 else 75e6, 0.0, None, None, None)
+                     for k in range(36))
+    changes = ((3.0, 40_000_000), (10.0, 80_000_000))
+    rise = Decision(t_s=12.0, cls="link", reason="upstream-clear", field="link",
+                    old_bps=38_000_000, new_bps=78_000_000)
+    results = {"qosd-steps": _result("qosd", [0.2] * 90, probes=probes, decisions=(cut, rise),
+                                     changes=changes, timeline=timeline),
+               "fifo-steps": _result("fifo", [0.5] * 36, probes=tuple((t, 0.05) for t, _ in probes),
+                                     changes=changes)}
+    lines = bench_capacity.lines_from(results, cfg)
+    by = {line.name.split(" (")[0].split(";")[0]: line for line in lines}
+    first = by["capacity 100->40 mbit: first cut after the router's queue passed target"]
+    assert first.met and first.value == pytest.approx(150, abs=1)      # onset 3.10, cut 3.25
+    back = by["capacity 100->40 mbit: router queue back under 2x target after onset"]
+    assert back.met and back.value == pytest.approx(0.3, abs=0.06)   # median of [3.4, 3.9)
+    assert "fifo never" in back.name
+    risen = by["capacity 40->80 mbit: goodput back to >= 90% of it"]
+    assert risen.met and risen.value == pytest.approx(2.5)
+    steady = [line for line in lines if line.name.startswith("capacity steady")]
+    assert [line.met for line in steady] == [True, True]
+    assert steady[0].value == 0.0
 
 
 def test_onset_and_first_cut_fall_back_sensibly():
     quiet = _result("qosd", [0.2], probes=((6.0, 0.001),))
-    assert delay_onset_s(quiet, after_s=5.0, threshold_s=0.005) == 5.0
+    assert delay_onset_s(quiet, after_s=5.0, threshold_s=0.005) is None
     assert first_cut_s(quiet, after_s=5.0) is None
 
 
 def test_a_missing_run_leaves_out_only_the_lines_that_need_it():
-    base, upstream = configs()
     lines = lines_from({"alone": _result("alone", [0.2]), "fifo": _result("fifo", [0.5])},
-                       base, upstream)
+                       configs())
     assert [line.name for line in lines] == ["scenario: step time with FIFO vs alone "
                                              "(the problem exists)"]
 

@@ -49,13 +49,14 @@ class Tuning:
                                        # no estimate: a standing queue
     probe_hold_s: float = 0.5          # under target this long before probing up
     plateau_hold_s: float = 2.0        # sit at the plateau this long before probing past it
-    plateau_hold_max_s: float = 4.0    # ... doubling per repeated cut at one level
+    plateau_hold_max_s: float = 2.5    # ... doubling per repeated cut at one level, at most
+                                       # this: a capacity that rose is found within ~5 s
     probe_step_s: float = 0.5          # past the plateau, one probe step per this
     probe_rise_mult: float = 1.0       # delay up this many targets since a step: it hit
     probe_slow_frac: float = 0.01      # of the estimate: the first step past the plateau;
                                        # each next doubles
     probe_fast_frac: float = 0.05      # probe step per tick with no bottleneck estimate
-    probe_step_max_frac: float = 0.1   # the largest step past a plateau
+    probe_step_max_frac: float = 0.15  # the largest step past a plateau
     probe_near_frac: float = 0.1       # a cut within this share of the last estimate: "again"
 
 

@@ -30,6 +30,7 @@ from qosd.tc.build import class_minors
 from qosd.metrics import QosdCollector, serve_metrics
 from qosd.measure.probe import Reflector
 from qosd.shaper import open_reconciler
+from qosd.tc import segmentation
 from qosd.tc.executor import Reconciler
 from qosd.tc.tree import TcTree
 
@@ -97,6 +98,7 @@ class Daemon:
         self.stop_event: asyncio.Event | None = None
         self.loop_: ControlLoop | None = None
         self.paths = PathMonitor(probe_rate_hz=config.probe_rate_hz, echo=config.echo)
+        self._segmented: tuple[str, tuple[str, ...]] | None = None
         self._peer_passes = 0
 
     # -- policy ----------------------------------------------------------------------
@@ -109,6 +111,7 @@ class Daemon:
     def install(self, policy: Policy) -> int:
         """Apply `policy`'s static tree and restart the controller on it; returns op count."""
         tree, n_ops = self._apply_static(policy)
+        self._split_segmentation(policy.interface)
         self.policy = policy
         if self.loop_ is None:
             self.loop_ = ControlLoop(policy=policy, tree=tree, kernel=self.shaper.kernel,
@@ -120,6 +123,19 @@ class Daemon:
             self.loop_.reload(policy, tree)
         self.paths.set_policy(policy)
         return n_ops
+
+    def _split_segmentation(self, ifname: str) -> None:
+        """Offload off on the shaped interface (see `qosd.tc.segmentation`), on again on
+        the one a reload left."""
+        if self._segmented is not None and self._segmented[0] == ifname:
+            return
+        self._restore_segmentation()
+        self._segmented = (ifname, segmentation.split(ifname))
+
+    def _restore_segmentation(self) -> None:
+        if self._segmented is not None:
+            segmentation.restore(*self._segmented)
+            self._segmented = None
 
     def reload_from_file(self) -> None:
         try:
@@ -220,3 +236,4 @@ class Daemon:
         else:
             self._apply_static(self.policy)
             log.info("exit: static policy left in place")
+        self._restore_segmentation()
