@@ -20,7 +20,9 @@ Evidence that the shaped link is at or above the bottleneck:
 - persistent: delay over target for `link_persist_s` with the link not full (the
   bottleneck is upstream of a rate the host does not even reach), or past its plateau, or
   the delay severe (at the plateau a mild excursion over target may be the host's own
-  wander: cutting on each would ratchet the plateau down);
+  wander: cutting on each would ratchet the plateau down); a severe queue that shrinks, but
+  too slowly to be gone within `link_drain_s`, still counts (a cut that landed at the new
+  bottleneck's own rate never drains what the drop left);
 - standing: with no bottleneck remembered, delay above the hold band on a full link in
   `link_standing_share` of recent ticks: a shaper at exactly the bottleneck's rate never
   drains its queue, or leaves a scavenger to saw on it. Read over a second or so, this one
@@ -146,7 +148,9 @@ def _maybe_cut(st: AutorateState, view: DelayView, tick: Tick, policy_link_bps: 
                   and (probing or severe or not full))
     standing = plateau is None and full and st.band_share >= tuning.link_standing_share
     shrinking = view.draining or view.slope < 0.0
-    if not (building or standing or ((probe_hit or persistent) and not shrinking)):
+    slow_drain = severe and view.slope > -delay_s / tuning.link_drain_s
+    if not (building or standing or ((probe_hit or persistent)
+                                     and (slow_drain or not shrinking))):
         return None
     fresh = st.last_cut_s is None or now - st.last_cut_s > tuning.link_episode_s
     slope = max(view.slope, view.growth) if fresh else view.slope

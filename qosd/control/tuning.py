@@ -35,7 +35,8 @@ class Tuning:
     link_settle_frac: float = 0.97     # rest at this share of the bottleneck estimate
     link_drain_s: float = 0.5          # a standing queue at a cut should drain in about this
     link_drain_floor: float = 0.75     # draining, never cut below this share of the estimate
-    link_cut_deepest: float = 0.4      # one cut never goes below this share of the link
+    link_cut_deepest: float = 0.3      # one cut never goes below this share of the link:
+                                       # 100 -> 40 mbit is one cut, with room to drain
     link_growth_min: float = 0.05      # delay rising this fast (s/s) over target = building
     link_floor_frac: float = 0.1       # never shape the link below this
     link_min_load_frac: float = 0.05   # sending less: the delay is not ours, do not cut
@@ -48,7 +49,7 @@ class Tuning:
     link_standing_share: float = 0.6   # above the hold band this often, on a full link with
                                        # no estimate: a standing queue
     probe_hold_s: float = 0.5          # under target this long before probing up
-    plateau_hold_s: float = 2.0        # sit at the plateau this long before probing past it
+    plateau_hold_s: float = 1.0        # sit at the plateau this long before probing past it
     plateau_hold_max_s: float = 2.5    # ... doubling per repeated cut at one level, at most
                                        # this: a capacity that rose is found within ~5 s
     probe_step_s: float = 0.5          # past the plateau, one probe step per this
