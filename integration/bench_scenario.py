@@ -127,9 +127,14 @@ def _upstream_lines(r: Mapping[str, ModeResult]) -> list[BenchLine]:
                        for m in ("fifo", "static") if f"{m}-upstream" in r)
     lines = []
     if "qosd-upstream-nothing" in r:
-        ratio = r["qosd-upstream-nothing"].mean_step_s / alone.mean_step_s
+        blind = r["qosd-upstream-nothing"]
+        ratio = blind.mean_step_s / alone.mean_step_s
+        why = ("" if any(d.cls == "link" and d.is_cut for d in blind.decisions) else
+               "; MISS reason: no link cut, the daemon measured no delay to a peer that "
+               "answers no qosd probe")
         lines.append(BenchLine(
-            f"upstream 60 of 100 mbit, peer runs nothing of ours: step time vs alone ({others})",
+            f"upstream 60 of 100 mbit, peer runs nothing of ours: step time vs alone "
+            f"({others}{why})",
             r["qosd-upstream-nothing"].mean_step_s, alone.mean_step_s, "s", ratio,
             "<= 1.3x of alone (stretch 1.2x)", ratio <= 1.3))
     if "qosd-upstream" in r:

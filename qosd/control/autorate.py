@@ -190,6 +190,17 @@ def _refine_on_drain(st: AutorateState, view: DelayView, now: float,
     return replace(st, capacity_hint_bps=int(drained)) if drained > hint else st
 
 
+def _probe_ceiling(hint_bps: int | None, policy_link_bps: int, tuning: Tuning) -> int:
+    """How far probes may go: the policy link, but only halfway from the plateau to the
+    estimate once that is within `probe_near_frac` of it. There the most a probe could find
+    is a few percent,
+    and the price is a standing queue for as long as the link sits at a bottleneck that is
+    the policy's own rate (a probe at the bottleneck's exact rate is seen late, if at all)."""
+    if hint_bps is not None and hint_bps >= (1.0 - tuning.probe_near_frac) * policy_link_bps:
+        return min(policy_link_bps, int((1.0 + tuning.link_settle_frac) / 2 * hint_bps))
+    return policy_link_bps
+
+
 def _maybe_probe(st: AutorateState, view: DelayView, now: float, policy_link_bps: int,
                  tuning: Tuning) -> tuple[AutorateState, Reason | None]:
     """Back to the plateau, then past it after the hold, one growing step at a time; with
@@ -214,6 +225,8 @@ def _maybe_probe(st: AutorateState, view: DelayView, now: float, policy_link_bps
         step = min(int(tuning.probe_slow_frac * hint) << min(st.probe_streak, 16),
                    int(tuning.probe_step_max_frac * policy_link_bps))
         new_bps, streak = link_bps + max(min_change_bps, step), st.probe_streak + 1
-    new_bps = min(policy_link_bps, new_bps)
+    new_bps = min(_probe_ceiling(hint, policy_link_bps, tuning), new_bps)
+    if new_bps <= link_bps:
+        return st, None
     return replace(st, link_bps=new_bps, last_probe_s=now, probe_streak=streak,
                    probe_delay_s=view.delay_s or 0.0, probe_from_bps=link_bps), "upstream-clear"
