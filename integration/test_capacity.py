@@ -1,6 +1,6 @@
 """The router's rate drops mid-run, unknown to the policy: qosd's shaped link follows it down.
 
-One qosd run (about 30 s with torch's start-up): 100 mbit, then 40 from 3 s into compute.
+One qosd run (about 35 s with torch's start-up): 100 mbit, then 40 from 2.5 s into compute.
 Bounds are generous on purpose (a busy 2-core box); `make bench` times the reaction.
 """
 
@@ -12,7 +12,7 @@ from integration.envcheck import require_root
 from integration.scenario import ScenarioConfig
 
 MBIT = 1_000_000
-DROP_AT_S = 3.0
+DROP_AT_S = 2.5
 
 
 @pytest.mark.root
@@ -22,7 +22,8 @@ def test_shaped_link_follows_a_capacity_drop_down():
     require_root()
     from integration.scenario_run import run_scenario
 
-    cfg = ScenarioConfig(seconds=9.0, rate_schedule=((DROP_AT_S, 40 * MBIT),))
+    cfg = ScenarioConfig(seconds=7.0, idle_s=0.5, disk_lead_s=1.0,
+                         rate_schedule=((DROP_AT_S, 40 * MBIT),))
     r = run_scenario([("qosd", "qosd", cfg)])["qosd"]
     links = [(d.t_s, d.new_bps) for d in r.decisions if d.cls == "link"]
     summary = f"router changed at {r.rate_changes}; link decisions {links}"
