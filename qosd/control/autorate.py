@@ -49,7 +49,8 @@ Once the delay is under target again the link returns straight to the plateau an
 it; the hold doubles each time the same level is hit again. Then it probes above, one step
 per `probe_step_s`, each twice the last (convex, as CUBIC leaves its plateau) up to
 `probe_step_max_frac`, so a steady bottleneck costs one short excursion per hold, and one
-that went away, or was underestimated, is found again within a few steps. Probing needs the
+that went away, or was underestimated, is found again within a few steps (near the policy
+link they stop short of the estimate: see `_probe_ceiling`). Probing needs the
 delay under target, not within the hold band: a rule waiting for a loaded host's delay
 floor to clear would leave an underestimate in place for good.
 """
