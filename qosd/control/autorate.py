@@ -23,6 +23,10 @@ Evidence that the shaped link is at or above the bottleneck:
   wander: cutting on each would ratchet the plateau down); a severe queue that shrinks, but
   too slowly to be gone within `link_drain_s`, still counts (a cut that landed at the new
   bottleneck's own rate never drains what the drop left);
+- (never) deaf: when cuts took the link to half of where their episode began and a second
+  later the delay is as high as when it began, the queue is not this link's (a download's,
+  seen by round-trip probes): the link goes back and ignores that level of delay until it
+  clears.
 - standing: with no bottleneck remembered, delay above the hold band on a full link in
   `link_standing_share` of recent ticks: a shaper at exactly the bottleneck's rate never
   drains its queue, or leaves a scavenger to saw on it. Read over a second or so, this one
@@ -82,6 +86,10 @@ class AutorateState:
     probe_streak: int = 0                  # probe steps since the plateau: each doubles
     tx_avg_bps: float | None = None        # the host's send rate, smoothed over a few ticks
     band_share: float = 0.0                # smoothed share of recent ticks above the band
+    episode_s: float | None = None         # when this episode of cuts began ...
+    episode_from_bps: int = 0              # ... from which link ...
+    episode_delay_s: float = 0.0           # ... on which filtered delay
+    deaf_floor_s: float | None = None      # a queue that did not answer cuts: its delay
 
 
 def _since(active: bool, since_s: float | None, now_s: float) -> float | None:
@@ -104,7 +112,15 @@ def update_link(st: AutorateState, view: DelayView, tick: Tick, policy_link_bps:
                  band_share=st.band_share + tuning.link_share_gain * (band - st.band_share))
     if view.raw_s is None and st.capacity_hint_bps is not None:
         st = replace(st, capacity_hint_bps=None)   # blind: back to the policy, not a guess
-    if band:
+    if not view.over and st.deaf_floor_s is not None:
+        st = replace(st, deaf_floor_s=None)
+    if _deaf(st, view, now, tuning):
+        return replace(st, link_bps=st.episode_from_bps, deaf_floor_s=view.delay_s,
+                       capacity_hint_bps=None, last_cut_s=None, episode_s=None,
+                       hold_s=tuning.plateau_hold_s, probe_streak=0), "upstream-clear"
+    deaf = (st.deaf_floor_s is not None and view.delay_s is not None
+            and view.delay_s < st.deaf_floor_s + view.target_s)
+    if band and not deaf:
         cut = _maybe_cut(st, view, tick, policy_link_bps, interval_s, tuning)
         if cut is not None:
             return cut, "upstream-bottleneck"
@@ -112,6 +128,18 @@ def update_link(st: AutorateState, view: DelayView, tick: Tick, policy_link_bps:
     if not view.over and st.link_bps < policy_link_bps:
         return _maybe_probe(st, view, now, policy_link_bps, tuning)
     return st, None
+
+
+def _deaf(st: AutorateState, view: DelayView, now: float, tuning: Tuning) -> bool:
+    """Cuts that took the link to `link_deaf_frac` of where the episode began, for
+    `link_deaf_after_s`, and left the delay where it was: the queue is not at a rate this
+    link controls. The probes measure round trips, so a download filling the router's
+    downstream buffer (or anyone else's traffic on a shared segment) looks like an upstream
+    bottleneck; cutting the uplink toward the floor only starves what the host sends."""
+    return (st.episode_s is not None and view.delay_s is not None
+            and now - st.episode_s >= tuning.link_deaf_after_s - EPS_S
+            and st.link_bps <= tuning.link_deaf_frac * st.episode_from_bps
+            and view.delay_s >= tuning.link_deaf_keep * st.episode_delay_s)
 
 
 def plateau_bps(st: AutorateState, tuning: Tuning) -> int | None:
@@ -169,6 +197,8 @@ def _maybe_cut(st: AutorateState, view: DelayView, tick: Tick, policy_link_bps: 
     hint = st.capacity_hint_bps
     again = hint is not None and abs(estimate_bps - hint) <= tuning.probe_near_frac * hint
     hold_s = min(2 * st.hold_s, tuning.plateau_hold_max_s) if again else tuning.plateau_hold_s
+    if fresh or st.episode_s is None:
+        st = replace(st, episode_s=now, episode_from_bps=link_bps, episode_delay_s=delay_s)
     return replace(st, link_bps=new_bps, last_cut_s=now, capacity_hint_bps=int(estimate_bps),
                    hold_s=hold_s, probe_streak=0, band_share=0.0, cut_from_bps=link_bps)
 

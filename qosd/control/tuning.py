@@ -44,6 +44,10 @@ class Tuning:
     link_persist_s: float = 0.3        # over target this long, link not full or probing: cut
     link_refractory_s: float = 0.5     # no second cut sooner: the delay signal lags
     link_episode_s: float = 2.0        # cuts closer than this are one episode
+    link_deaf_frac: float = 0.5        # an episode's cuts down to this share of its start ...
+    link_deaf_after_s: float = 1.0     # ... this long after it began ...
+    link_deaf_keep: float = 0.9        # ... with the delay still this share of its start: the
+                                       # queue is not this link's; undo the episode
     link_share_gain: float = 0.1       # per tick, of the smoothed share of ticks above the
                                        # hold band
     link_standing_share: float = 0.6   # above the hold band this often, on a full link with
