@@ -54,9 +54,9 @@ class Tuning:
                                        # no estimate: a standing queue
     probe_hold_s: float = 0.5          # under target this long before probing up
     plateau_hold_s: float = 1.0        # sit at the plateau this long before probing past it
-    plateau_hold_max_s: float = 2.5    # ... doubling per repeated cut at one level, at most
+    plateau_hold_max_s: float = 2.0    # ... doubling per repeated cut at one level, at most
                                        # this: a capacity that rose is found within ~5 s
-    probe_step_s: float = 0.5          # past the plateau, one probe step per this
+    probe_step_s: float = 0.4          # past the plateau, one probe step per this
     probe_rise_mult: float = 1.0       # delay up this many targets since a step: it hit
     probe_slow_frac: float = 0.01      # of the estimate: the first step past the plateau;
                                        # each next doubles
