@@ -26,7 +26,7 @@ Evidence that the shaped link is at or above the bottleneck:
 - (never) deaf: when cuts took the link to half of where their episode began and a second
   later the delay is as high as when it began, the queue is not this link's (a download's,
   seen by round-trip probes): the link goes back and ignores that level of delay until it
-  clears.
+  has been gone for `link_deaf_clear_s` (such a queue comes and goes with the download).
 - standing: with no bottleneck remembered, delay above the hold band on a full link in
   `link_standing_share` of recent ticks: a shaper at exactly the bottleneck's rate never
   drains its queue, or leaves a scavenger to saw on it. Read over a second or so, this one
@@ -112,8 +112,8 @@ def update_link(st: AutorateState, view: DelayView, tick: Tick, policy_link_bps:
                  band_share=st.band_share + tuning.link_share_gain * (band - st.band_share))
     if view.raw_s is None and st.capacity_hint_bps is not None:
         st = replace(st, capacity_hint_bps=None)   # blind: back to the policy, not a guess
-    if not view.over and st.deaf_floor_s is not None:
-        st = replace(st, deaf_floor_s=None)
+    if st.deaf_floor_s is not None and _for(st.calm_since_s, now, tuning.link_deaf_clear_s):
+        st = replace(st, deaf_floor_s=None)   # that queue has been gone a while
     if _deaf(st, view, now, tuning):
         return replace(st, link_bps=st.episode_from_bps, deaf_floor_s=view.delay_s,
                        capacity_hint_bps=None, last_cut_s=None, episode_s=None,

@@ -48,6 +48,8 @@ class Tuning:
     link_deaf_after_s: float = 1.0     # ... this long after it began ...
     link_deaf_keep: float = 0.9        # ... with the delay still this share of its start: the
                                        # queue is not this link's; undo the episode
+    link_deaf_clear_s: float = 3.0     # ... and ignore that level of delay until it has been
+                                       # under target this long
     link_share_gain: float = 0.1       # per tick, of the smoothed share of ticks above the
                                        # hold band
     link_standing_share: float = 0.6   # above the hold band this often, on a full link with
