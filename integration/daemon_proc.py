@@ -15,8 +15,9 @@ from qosd.api.errors import ApiUnavailable
 
 def start_daemon(host: Host, policy: Path, sock: Path, *extra: str,
                  metrics: str = "off", timeout_s: float = 15) -> subprocess.Popen:
-    """`qosd run` in `host`, returned once its API answers. State and the flight recorder
-    live beside the socket (unless `extra` names another `--recorder-dir`)."""
+    """`qosd run` in `host`, returned once it shapes (its API answers before it does, while
+    it waits for its interface). State and the flight recorder live beside the socket
+    (unless `extra` names another `--recorder-dir`)."""
     recorder = [] if "--recorder-dir" in extra else ["--recorder-dir", str(sock.parent / "recorder")]
     proc = host.popen([sys.executable, "-m", "qosd", "run", "--policy", str(policy),
                        "--socket", str(sock), "--metrics", metrics,
@@ -27,8 +28,8 @@ def start_daemon(host: Host, policy: Path, sock: Path, *extra: str,
             raise AssertionError(f"daemon exited {proc.returncode}: {proc.stderr.read()}")
         if sock.exists():
             try:
-                ApiClient(str(sock), timeout_s=2).call("status")
-                return proc
+                if ApiClient(str(sock), timeout_s=2).call("status").get("state") == "running":
+                    return proc
             except ApiUnavailable:
                 pass
         time.sleep(0.1)

@@ -8,6 +8,7 @@ invoked from the HTTP server's thread, so it must hand back data it will not mut
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -16,6 +17,7 @@ from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
                                     HistogramMetricFamily, Metric)
 from prometheus_client.registry import Collector
 
+from qosd.errors import BadInput, QosdError
 from qosd.telemetry import STEP_OP, CollectiveAggregate
 
 CLASS_LABELS = ("interface", "class")
@@ -24,6 +26,7 @@ PATH_LABELS = ("peer",)
 PATH_INFO_LABELS = ("peer", "role", "signal")
 ROLE_LABELS = ("role",)
 DECISION_LABELS = ("class", "reason")
+REPAIR_LABELS = ("interface", "cause")
 COLLECTIVE_LABELS = ("job", "op")
 
 
@@ -71,12 +74,20 @@ class DecisionCount:
 
 
 @dataclass(frozen=True)
+class RepairCount:
+    interface: str
+    cause: str
+    count: int
+
+
+@dataclass(frozen=True)
 class MetricsSnapshot:
     classes: tuple[ClassStats, ...] = ()
     peers: tuple[PeerStats, ...] = ()
     paths: tuple[PeerPathStats, ...] = ()
     decisions: tuple[DecisionCount, ...] = ()
     collectives: tuple[CollectiveAggregate, ...] = field(default=())
+    repairs: tuple[RepairCount, ...] = ()
 
 
 class QosdCollector(Collector):
@@ -96,7 +107,8 @@ class QosdCollector(Collector):
 def render(snap: MetricsSnapshot) -> list[Metric]:
     """The metric families for one snapshot; every family is present even when empty."""
     return [*_class_families(snap), *_peer_families(snap), *_path_families(snap),
-            *_decision_families(snap), *_collective_families(snap), *_step_families(snap)]
+            *_decision_families(snap), *_repair_families(snap), *_collective_families(snap),
+            *_step_families(snap)]
 
 
 def _class_families(snap: MetricsSnapshot) -> list[Metric]:
@@ -172,6 +184,15 @@ def _decision_families(snap: MetricsSnapshot) -> list[Metric]:
     return [decisions]
 
 
+def _repair_families(snap: MetricsSnapshot) -> list[Metric]:
+    repairs = CounterMetricFamily("qosd_tree_repairs_total",
+                                  "Times the daemon put its tc tree back after someone or "
+                                  "something else changed it, by cause.", labels=REPAIR_LABELS)
+    for r in snap.repairs:
+        repairs.add_metric([r.interface, r.cause], r.count)
+    return [repairs]
+
+
 def _collective_families(snap: MetricsSnapshot) -> list[Metric]:
     duration = HistogramMetricFamily("qosd_collective_duration_seconds",
                                      "Wall time of collective calls reported by jobs.",
@@ -205,15 +226,31 @@ def _le(bound: float) -> str:
     return "+Inf" if bound == float("inf") else repr(float(bound))
 
 
+class MetricsUnavailable(QosdError):
+    """The metrics endpoint cannot listen (port taken, address not on this host)."""
+
+
 class MetricsServer:
     """Handle on the HTTP thread serving /metrics; `port` is the bound one (useful with 0)."""
 
     def __init__(self, host: str, port: int, collector: Collector) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(collector)
-        self._httpd, self._thread = start_http_server(port, addr=host, registry=self.registry)
+        try:
+            self._httpd, self._thread = start_http_server(port, addr=host,
+                                                          registry=self.registry)
+        except socket.gaierror as exc:
+            raise BadInput(f"--metrics {host}:{port}: cannot resolve {host!r}: "
+                           f"{exc.strerror}") from None
+        except OSError as exc:
+            raise MetricsUnavailable(f"--metrics {host}:{port}: cannot listen: "
+                                     f"{exc.strerror or exc}") from None
         self.host = host
         self.port: int = self._httpd.server_address[1]
+
+    @property
+    def address(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
     def close(self) -> None:
         self._httpd.shutdown()

@@ -10,7 +10,7 @@ import pytest
 
 from qosd.api.client import ApiClient
 from qosd.api.errors import ApiError, SocketInUse
-from qosd.api.server import ApiServer
+from qosd.api.server import ApiServer, current_peer
 from qosd.api.telemetry_methods import telemetry_handlers
 from qosd.telemetry import TelemetryStore
 
@@ -165,18 +165,93 @@ def test_client_disconnecting_mid_request_frees_its_slot(sock_path):
     assert run(scenario())
 
 
-def test_connections_beyond_limit_are_told_busy(sock_path):
+def test_an_idle_connection_gives_its_slot_to_a_newcomer(sock_path):
     async def scenario():
-        async with ApiServer(sock_path, toy_handlers(), max_connections=1):
-            _, holder = await asyncio.open_unix_connection(sock_path)
+        server = ApiServer(sock_path, toy_handlers(), max_connections=1)
+        async with server:
+            holder_reader, _holder = await asyncio.open_unix_connection(sock_path)
             await asyncio.sleep(0.05)
-            (reply,) = await exchange(sock_path, b'{"method": "status"}\n')
-            holder.close()
-            await asyncio.sleep(0.05)
-            return reply, await status_works(sock_path)
+            served = await status_works(sock_path)
+            return served, await asyncio.wait_for(holder_reader.read(), 5), server.evicted_total
 
-    reply, fresh_ok = run(scenario())
-    assert reply["error"]["code"] == "busy" and fresh_ok
+    served, holder_left, evicted = run(scenario())
+    assert served and holder_left == b"" and evicted == 1
+
+
+def test_newcomers_are_told_busy_only_while_every_slot_runs_a_handler(sock_path):
+    release = asyncio.Event()
+
+    async def slow_status(params):
+        await release.wait()
+        return {"interface": "veth0", "uptime_s": 1.5}
+
+    async def scenario():
+        handlers = {**toy_handlers(), "status": slow_status}
+        async with ApiServer(sock_path, handlers, max_connections=1):
+            reader, writer = await asyncio.open_unix_connection(sock_path)
+            writer.write(b'{"id": 1, "method": "status"}\n')
+            await writer.drain()
+            await asyncio.sleep(0.05)
+            (busy,) = await exchange(sock_path, b'{"method": "grants"}\n')
+            release.set()
+            first = json.loads(await reader.readline())
+            writer.close()
+            return busy, first
+
+    busy, first = run(scenario())
+    assert busy["error"]["code"] == "busy" and first["result"]["interface"] == "veth0"
+
+
+def test_a_connection_must_ask_within_the_first_request_timeout(sock_path):
+    async def scenario():
+        async with ApiServer(sock_path, toy_handlers(), first_request_timeout_s=0.2,
+                             idle_timeout_s=30):
+            reader, writer = await asyncio.open_unix_connection(sock_path)
+            start = asyncio.get_running_loop().time()
+            left = await asyncio.wait_for(reader.read(), 5)
+            writer.close()
+            return left, asyncio.get_running_loop().time() - start
+
+    left, waited_s = run(scenario())
+    assert left == b"" and waited_s < 4
+
+
+def test_per_uid_cap_evicts_that_uids_oldest_idle_connection(sock_path):
+    async def scenario():
+        server = ApiServer(sock_path, toy_handlers(), max_per_uid=3, max_connections=100)
+        async with server:
+            held = [await asyncio.open_unix_connection(sock_path) for _ in range(3)]
+            await asyncio.sleep(0.05)
+            ok = await status_works(sock_path)
+            oldest_left = await asyncio.wait_for(held[0][0].read(), 5)
+            for _, w in held:
+                w.close()
+            return ok, oldest_left, server.evicted_total
+
+    ok, oldest_left, evicted = run(scenario())
+    assert ok and oldest_left == b"" and evicted == 1
+
+
+def test_handlers_see_the_callers_kernel_credentials(sock_path):
+    def whoami(params):
+        peer = current_peer()
+        return {"pid": peer.pid, "uid": peer.uid, "gid": peer.gid}
+
+    async def scenario():
+        async with ApiServer(sock_path, {**toy_handlers(), "grants": whoami}):
+            (reply,) = await exchange(sock_path, b'{"method": "grants"}\n')
+            return reply["result"]
+
+    assert run(scenario()) == {"pid": os.getpid(), "uid": os.getuid(), "gid": os.getgid()}
+
+
+def test_socket_group_and_mode(sock_path):
+    async def scenario():
+        async with ApiServer(sock_path, toy_handlers(), group=os.getgid()):
+            info = os.stat(sock_path)
+            return stat.S_IMODE(info.st_mode), info.st_gid
+
+    assert run(scenario()) == (0o660, os.getgid())
 
 
 def test_slow_loris_is_cut_off(sock_path):

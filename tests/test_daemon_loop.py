@@ -145,3 +145,18 @@ def test_tick_hands_the_controller_both_paths(tmp_path):
     tick = h.loop.last_tick
     assert tick.path.queue_delay_s == 0.002 and tick.path.role == "compute"
     assert tick.bulk_path.queue_delay_s == 0.04 and tick.bulk_path.signal == "tcp"
+
+
+def test_a_registered_process_that_exited_is_forgotten_at_the_next_flow_pass():
+    from qosd.classify.local import FlowMonitor
+    from qosd.daemon.flows import FlowStep
+    from qosd.measure.fake_sockdiag import FakeSockDiag
+
+    policy = parse_policy(POLICY)
+    running = {100, 200}
+    step = FlowStep(policy, FlowMonitor(policy, diag=FakeSockDiag([[]])), alive=running.__contains__)
+    step.register(100, "compute")
+    step.register(200, "disk")
+    running.discard(100)
+    assert step.poll_if_due(0.0)
+    assert step.registered == {200: "disk"}

@@ -4,8 +4,9 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from qosd.metrics import (ClassStats, DecisionCount, MetricsSnapshot, PeerPathStats, PeerStats,
-                          QosdCollector, serve_metrics)
+from qosd.errors import BadInput
+from qosd.metrics import (ClassStats, DecisionCount, MetricsSnapshot, MetricsUnavailable,
+                          PeerPathStats, PeerStats, QosdCollector, RepairCount, serve_metrics)
 from qosd.telemetry import TelemetryRecord, TelemetryStore
 
 # DESIGN.md, Metrics: the exposed name, its type and its label names are a contract.
@@ -26,6 +27,7 @@ CONTRACT = {
     "qosd_peer_signal_info": ("gauge", {"peer", "role", "signal"}),
     "qosd_peers_unmeasured": ("gauge", {"role"}),
     "qosd_step_duration_seconds": ("histogram", {"job"}),
+    "qosd_tree_repairs": ("counter", {"interface", "cause"}),
 }
 
 
@@ -47,6 +49,7 @@ def snapshot() -> MetricsSnapshot:
                PeerPathStats("gateway", "uplink", "icmp", 0.0, 0.0)),
         decisions=(DecisionCount("disk", "queue-delay", 12), DecisionCount("compute", "idle", 3)),
         collectives=store.aggregates(),
+        repairs=(RepairCount("veth0", "interface-recreated", 1),),
     )
 
 
@@ -141,6 +144,17 @@ def test_serve_metrics_uses_a_dedicated_registry():
         server.close()
     names = {f.name for f in text_string_to_metric_families(text)}
     assert names == set(CONTRACT), "no process_/python_gc_ metrics from the global registry"
+
+
+def test_a_taken_port_and_an_unresolvable_host_are_one_line_errors():
+    first = serve_metrics("127.0.0.1", 0, QosdCollector(snapshot))
+    try:
+        with pytest.raises(MetricsUnavailable, match=f"127.0.0.1:{first.port}: cannot listen"):
+            serve_metrics("127.0.0.1", first.port, QosdCollector(snapshot))
+    finally:
+        first.close()
+    with pytest.raises(BadInput, match="cannot resolve 'no-such-host.invalid'"):
+        serve_metrics("no-such-host.invalid", 0, QosdCollector(snapshot))
 
 
 def test_telemetry_ring_keeps_newest_records():

@@ -113,3 +113,12 @@ def test_peers_command_shows_signal_and_why(sock_path):
     blind = next(line for line in lines if line.startswith("flow:198.18.1.9"))
     assert "UNMEASURED" in blind and blind.endswith("icmp: no reply for 4.0 s; tcp: no flows")
     assert json.loads(as_json.output)["gpu-b"]["signal"] == "icmp"
+
+
+def test_state_and_repairs_are_shown_when_there_are_some():
+    from tests.daemon_fakes import snapshot
+
+    status = dict(snapshot().status_json, state="interface-missing")
+    out = format_status(status)
+    assert "[interface-missing]" in out.splitlines()[0]
+    assert "LAST REPAIRS" in out and "tree-changed: eth0: add-qdisc x1" in out

@@ -14,9 +14,10 @@ UNKNOWN_METHOD = "unknown-method"
 TOO_LARGE = "too-large"
 POLICY_INVALID = "policy-invalid"
 BUSY = "busy"
+PERMISSION_DENIED = "permission-denied"
 INTERNAL = "internal"
 ERROR_CODES = frozenset({BAD_JSON, BAD_REQUEST, UNKNOWN_METHOD, TOO_LARGE, POLICY_INVALID,
-                         BUSY, INTERNAL})
+                         BUSY, PERMISSION_DENIED, INTERNAL})
 
 
 class ApiError(QosdError):

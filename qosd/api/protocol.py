@@ -29,6 +29,7 @@ class Field:
     required: bool = True
     nullable: bool = False
     minimum: float | None = None
+    maximum: float | None = None
     min_chars: int = 0
     max_chars: int | None = None
 
@@ -40,13 +41,14 @@ def _name(required: bool = True) -> Field:
     return Field(str, required=required, min_chars=1, max_chars=MAX_NAME_CHARS)
 
 
-_PID = Field(int, minimum=1)
+PID_MAX = 4_194_304          # PID_MAX_LIMIT: no Linux pid is above it, whatever pid_max says
 
 METHODS: Mapping[str, Schema] = {
     "status": {},
     "grants": {},
-    "register": {"pid": _PID, "class": _name()},
-    "unregister": {"pid": _PID},
+    "register": {"pid": Field(int, required=False, minimum=1, maximum=PID_MAX),
+                 "class": _name()},
+    "unregister": {"pid": Field(int, required=False, minimum=1, maximum=PID_MAX)},
     "apply_policy": {"yaml": Field(str, max_chars=MAX_REQUEST_BYTES)},
     "telemetry": {
         "job": _name(), "op": _name(),
@@ -57,7 +59,8 @@ METHODS: Mapping[str, Schema] = {
         "world_size": Field(int, required=False, minimum=1),
     },
     "telemetry_recent": {"limit": Field(int, required=False, minimum=1)},
-    "flows": {"class": _name(required=False), "pid": Field(int, required=False, minimum=1)},
+    "flows": {"class": _name(required=False),
+              "pid": Field(int, required=False, minimum=1, maximum=PID_MAX)},
 }
 
 
@@ -112,7 +115,7 @@ def parse_request(line: bytes, schemas: Mapping[str, Schema] = METHODS) -> Reque
                            f"id: expected an integer or string, got {_kind(request_id)}")
     unknown = sorted(set(doc) - {"id", "method", "params"})
     if unknown:
-        raise RequestError(BAD_REQUEST, f"{unknown[0]}: unknown key (expected id, method, params)",
+        raise RequestError(BAD_REQUEST, f"{_field(unknown[0])}: unknown key (expected id, method, params)",
                            request_id)
     method = doc.get("method")
     if not isinstance(method, str):
@@ -138,7 +141,7 @@ def validate_params(params: Mapping[str, Any], schema: Schema) -> str | None:
     for key in sorted(params):
         if key not in schema:
             allowed = ", ".join(sorted(schema)) or "none"
-            return f"params.{key}: unknown parameter (expected: {allowed})"
+            return f"params.{_field(key)}: unknown parameter (expected: {allowed})"
     for key, spec in schema.items():
         if key not in params:
             if spec.required:
@@ -158,13 +161,27 @@ def _check(value: Any, spec: Field) -> str | None:
     if isinstance(value, float) and not math.isfinite(value):
         return "must be finite"
     if spec.minimum is not None and value < spec.minimum:
-        return f"must be >= {spec.minimum:g}, got {value!r}"
+        return f"must be >= {spec.minimum:g}, got {_short(value)}"
+    if spec.maximum is not None and value > spec.maximum:
+        return f"must be <= {spec.maximum:g}, got {_short(value)}"
     if isinstance(value, str):
         if len(value) < spec.min_chars:
             return "must not be empty"
         if spec.max_chars is not None and len(value) > spec.max_chars:
             return f"longer than {spec.max_chars} characters"
     return None
+
+
+def _field(name: str) -> str:
+    """A client's key as it may appear in a one-line message: printable, bounded."""
+    if name.isidentifier() and len(name) <= MAX_NAME_CHARS:
+        return name
+    return repr(name[:MAX_NAME_CHARS])
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _is_kind(value: Any, kind: type) -> bool:

@@ -3,17 +3,33 @@
 Every failure is answered on the offending connection and the server keeps serving: a client
 cannot take the daemon's control loop down by sending garbage, never finishing a line, or
 opening connections without end. The protocol itself lives in `qosd.api.protocol`.
+
+Connections are a shared resource, so nobody may sit on them: a connection must send its
+first request within `first_request_timeout_s`; each uid holds at most `max_per_uid`; and
+when a cap is reached the newcomer takes the slot of the least recently active connection
+that is not running a handler right now (of its own uid at the per-uid cap, of the uid
+holding most at the global cap). Idle, slow or never-reading clients are therefore always
+the ones to go, and a `qosd status` always gets an answer. Who is calling (SO_PEERCRED) is
+known to handlers through `current_peer()`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
+import fcntl
 import inspect
 import logging
 import os
 import socket
 import stat
-from collections.abc import Awaitable, Callable, Mapping
+import struct
+import termios
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from qosd.api.errors import BUSY, INTERNAL, TOO_LARGE, ApiError, SocketInUse
@@ -26,6 +42,73 @@ LINGER_MAX_BYTES = 16 * 1024 * 1024
 BUSY_LINGER_S = 0.5
 
 Handler = Callable[[dict[str, Any]], Awaitable[Mapping[str, Any]] | Mapping[str, Any]]
+_UCRED = struct.Struct("3i")
+
+
+@dataclass(frozen=True)
+class Peer:
+    """The connected process as the kernel vouches for it (SO_PEERCRED, at connect time)."""
+
+    pid: int
+    uid: int
+    gid: int
+
+
+UNKNOWN_PEER = Peer(pid=0, uid=-1, gid=-1)
+_PEER: contextvars.ContextVar[Peer] = contextvars.ContextVar("qosd_api_peer",
+                                                             default=UNKNOWN_PEER)
+
+
+def current_peer() -> Peer:
+    """The caller of the request being handled (UNKNOWN_PEER outside a request)."""
+    return _PEER.get()
+
+
+@contextlib.contextmanager
+def acting_as(peer: Peer) -> Iterator[None]:
+    """Call handlers as `peer` outside a connection (tests, in-process callers)."""
+    token = _PEER.set(peer)
+    try:
+        yield
+    finally:
+        _PEER.reset(token)
+
+
+def peer_of(writer: asyncio.StreamWriter) -> Peer:
+    sock = writer.get_extra_info("socket")
+    try:
+        pid, uid, gid = _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                      _UCRED.size))
+        return Peer(pid, uid, gid)
+    except (OSError, AttributeError, struct.error):
+        return UNKNOWN_PEER
+
+
+@dataclass(eq=False)
+class _Conn:
+    peer: Peer
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    task: asyncio.Task[None]
+    active_s: float = field(default_factory=time.monotonic)
+    spoke: bool = False               # has sent a request before: evicted after the silent ones
+    handling: bool = False            # inside a handler: never evicted
+
+
+def _has_input(conn: _Conn) -> bool:
+    """Bytes have arrived that we have not read yet: a client talking, not one sitting idle.
+
+    Checked in the kernel's buffer and in the stream's, since the event loop moves bytes
+    from one to the other before the connection's task gets to look at them.
+    """
+    if getattr(conn.reader, "_buffer", b""):
+        return True
+    sock = conn.writer.get_extra_info("socket")
+    try:
+        pending = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
+        return struct.unpack("i", pending)[0] > 0
+    except (OSError, AttributeError, ValueError):
+        return False
 
 
 class ApiServer:
@@ -36,9 +119,10 @@ class ApiServer:
     """
 
     def __init__(self, path: str, handlers: Mapping[str, Handler], mode: int = 0o660, *,
-                 schemas: Mapping[str, Schema] = METHODS, max_connections: int = 64,
-                 request_timeout_s: float = 5.0, idle_timeout_s: float = 300.0,
-                 write_timeout_s: float = 5.0) -> None:
+                 schemas: Mapping[str, Schema] = METHODS, max_connections: int = 256,
+                 max_per_uid: int = 64, group: int | None = None,
+                 first_request_timeout_s: float = 2.0, request_timeout_s: float = 5.0,
+                 idle_timeout_s: float = 60.0, write_timeout_s: float = 5.0) -> None:
         missing = sorted(set(handlers) - set(schemas))
         if missing:
             raise ValueError(f"handlers without a schema: {', '.join(missing)}")
@@ -46,20 +130,26 @@ class ApiServer:
         self.mode = mode
         self._handlers = dict(handlers)
         self._schemas = {name: schemas[name] for name in handlers}
+        self.group = group
         self._max_connections = max_connections
+        self._max_per_uid = max_per_uid
+        self._first_request_timeout_s = first_request_timeout_s
         self._request_timeout_s = request_timeout_s
         self._idle_timeout_s = idle_timeout_s
         self._write_timeout_s = write_timeout_s
         self._server: asyncio.AbstractServer | None = None
-        self._connections: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
+        self._connections: dict[asyncio.Task[None], _Conn] = {}
         self._inode: int | None = None
+        self.evicted_total = 0
 
     async def start(self) -> None:
         parent = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(parent, mode=0o755, exist_ok=True)
         await _remove_stale(self.path)
         self._server = await asyncio.start_unix_server(self._on_connect, path=self.path,
-                                                       limit=MAX_REQUEST_BYTES)
+                                                       limit=MAX_REQUEST_BYTES, backlog=1024)
+        if self.group is not None:
+            os.chown(self.path, -1, self.group)
         os.chmod(self.path, self.mode)
         self._inode = os.stat(self.path).st_ino
         log.info("api listening on %s", self.path)
@@ -68,8 +158,8 @@ class ApiServer:
         if self._server is None:
             return
         self._server.close()
-        for task, writer in list(self._connections.items()):
-            writer.close()
+        for task, conn in list(self._connections.items()):
+            conn.writer.close()
             task.cancel()
         if self._connections:
             await asyncio.wait(list(self._connections), timeout=self._write_timeout_s)
@@ -95,14 +185,16 @@ class ApiServer:
                           writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
+        conn = _Conn(peer_of(writer), reader, writer, task)
+        _PEER.set(conn.peer)
         try:
-            if len(self._connections) >= self._max_connections:
-                await self._send(writer, encode_error(
-                    None, BUSY, f"too many connections (limit {self._max_connections})"))
+            refusal = self._make_room(conn.peer.uid)
+            if refusal is not None:
+                await self._send(writer, encode_error(None, BUSY, refusal))
                 await _linger(reader, writer, BUSY_LINGER_S, MAX_REQUEST_BYTES)
                 return
-            self._connections[task] = writer
-            await self._serve(reader, writer)
+            self._connections[task] = conn
+            await self._serve(conn, reader, writer)
         except (OSError, asyncio.IncompleteReadError, TimeoutError):
             pass
         except asyncio.CancelledError:
@@ -117,19 +209,55 @@ class ApiServer:
             except (ConnectionError, OSError):
                 pass
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def _make_room(self, uid: int) -> str | None:
+        """Evict for a newcomer of `uid` if a cap is reached; the refusal text if nobody can go."""
+        per_uid = Counter(c.peer.uid for c in self._connections.values())
+        if per_uid[uid] >= self._max_per_uid:
+            if not self._evict(uid):
+                return f"too many connections for uid {uid} (limit {self._max_per_uid})"
+        if len(self._connections) >= self._max_connections:
+            heaviest = sorted(per_uid, key=lambda u: -per_uid[u])
+            if not any(self._evict(u) for u in heaviest):
+                return f"too many connections (limit {self._max_connections})"
+        return None
+
+    def _evict(self, uid: int) -> bool:
+        idle = [c for c in self._connections.values()
+                if c.peer.uid == uid and not c.handling and not _has_input(c)]
+        if not idle:
+            return False
+        victim = min(idle, key=lambda c: (c.spoke, c.active_s))
+        self._connections.pop(victim.task, None)
+        victim.writer.transport.abort()
+        victim.task.cancel()
+        self.evicted_total += 1
+        return True
+
+    async def _serve(self, conn: _Conn, reader: asyncio.StreamReader,
+                     writer: asyncio.StreamWriter) -> None:
+        first = True
         while True:
-            line = await self._read_line(reader, writer)
+            line = await self._read_line(reader, writer, self._first_request_timeout_s
+                                         if first else self._idle_timeout_s)
             if line is None:
                 return
             if line.strip():
-                await self._send(writer, await self._answer(line))
+                first = False
+                conn.spoke = True
+                conn.active_s = time.monotonic()
+                conn.handling = True
+                try:
+                    reply = await self._answer(line)
+                finally:
+                    conn.handling = False
+                await self._send(writer, reply)
+                conn.active_s = time.monotonic()
 
-    async def _read_line(self, reader: asyncio.StreamReader,
-                         writer: asyncio.StreamWriter) -> bytes | None:
+    async def _read_line(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                         idle_timeout_s: float) -> bytes | None:
         """One request line, or None once the connection should end (EOF, timeout, too large)."""
         try:
-            async with asyncio.timeout(self._idle_timeout_s):
+            async with asyncio.timeout(idle_timeout_s):
                 first = await reader.read(1)
             if not first:
                 return None
@@ -169,7 +297,8 @@ class ApiServer:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.exception("api handler failed on %.200r", line)
+            log.error("api handler failed on %.200r: %s: %s", line, type(exc).__name__, exc)
+            log.debug("api handler traceback", exc_info=True)
             return encode_error(request_id, INTERNAL, f"{type(exc).__name__}: {exc}")
 
     async def _send(self, writer: asyncio.StreamWriter, data: bytes) -> None:

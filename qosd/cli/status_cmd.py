@@ -16,6 +16,7 @@ from qosd.api.client import ApiClient
 from qosd.cli import main
 
 MAX_DECISIONS_SHOWN = 8
+MAX_REPAIRS_SHOWN = 3
 
 
 @main.command("status")
@@ -36,8 +37,10 @@ def status(as_json: bool, socket_path: str | None, timeout_s: float) -> None:
 
 def format_status(status: Mapping[str, Any]) -> str:
     """Compact human tables for a `status` result (shape: docs/API.md)."""
+    state = status.get("state")
     lines = [f"qosd on {status.get('interface', '?')}  policy {status.get('policy', '?')}  "
-             f"up {_duration(status.get('uptime_s'))}", ""]
+             f"up {_duration(status.get('uptime_s'))}"
+             + (f"  [{state}]" if state not in (None, "running") else ""), ""]
     classes = status.get("classes") or {}
     lines += _table(("CLASS", "GRANTED", "CEIL", "TX", "DROPS", "BACKLOG"),
                     [(name, _rate(c.get("rate_bps")), _rate(c.get("ceil_bps")),
@@ -63,6 +66,14 @@ def format_status(status: Mapping[str, Any]) -> str:
             lines.append(f"  {when:>9}  {what} "
                          f"{_rate(d.get('old_bps'))} -> {_rate(d.get('new_bps'))}"
                          f"  ({d.get('reason', '?')})")
+    repairs: Sequence[Mapping[str, Any]] = status.get("repairs") or []
+    if repairs:
+        lines += ["", "LAST REPAIRS"]
+        now_s = status.get("now_s")
+        for r in repairs[-MAX_REPAIRS_SHOWN:]:
+            t_s = r.get("t_s")
+            when = "-" if now_s is None or t_s is None else _duration(now_s - t_s) + " ago"
+            lines.append(f"  {when:>9}  {r.get('cause', '?')}: {r.get('detail', '')}")
     return "\n".join(lines) + "\n"
 
 

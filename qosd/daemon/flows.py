@@ -11,8 +11,9 @@ next tick's desired tree, and if that apply fails the reconciler's resync adds i
 
 from __future__ import annotations
 
+import os
 import time
-from typing import Mapping
+from typing import Callable
 
 from policies.model import Policy
 from qosd.classify.dynamic import DynamicFilterBook, to_u32_filter
@@ -26,8 +27,10 @@ COST_GAIN = 0.2
 
 class FlowStep:
     def __init__(self, policy: Policy, monitor: FlowMonitor | None = None,
-                 budget_frac: float = 0.015, max_period_s: float = 1.0) -> None:
+                 budget_frac: float = 0.015, max_period_s: float = 1.0,
+                 alive: Callable[[int], bool] = lambda pid: os.path.exists(f"/proc/{pid}")) -> None:
         self.monitor = monitor if monitor is not None else FlowMonitor(policy)
+        self._alive = alive
         self.budget_frac = budget_frac
         self.max_period_s = max_period_s
         self.registered: dict[int, str] = {}
@@ -56,6 +59,9 @@ class FlowStep:
         if now_s < self._next_s:
             return False
         start = time.perf_counter()
+        # A registered job that exited must not stay registered for ever (nor its pid,
+        # which the kernel will hand to some other process).
+        self.registered = {pid: cls for pid, cls in self.registered.items() if self._alive(pid)}
         result = self.monitor.poll(self.registered)
         self.book.commit(result.plan)
         self.records = result.records
@@ -82,12 +88,3 @@ class FlowStep:
     def close(self) -> None:
         self.monitor.close()
 
-
-def flows_json(records: tuple[FlowRecord, ...], cls: str | None = None,
-               pid: int | None = None) -> list[dict]:
-    return [r.to_json() for r in records
-            if (cls is None or r.cls == cls) and (pid is None or r.pid == pid)]
-
-
-def registered_json(registered: Mapping[int, str]) -> dict[str, str]:
-    return {str(pid): cls for pid, cls in registered.items()}

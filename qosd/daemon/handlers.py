@@ -1,118 +1,123 @@
-"""The local API's methods (docs/API.md), answered from the running daemon's state."""
+"""The local API's methods (docs/API.md).
+
+Reads answer from the latest published `DaemonSnapshot` and nothing else, so they never wait
+for a tick. Writes go through `Control`, which runs them in the daemon's kernel worker
+between ticks. Who may write is decided here from the caller's kernel-vouched credentials
+(`current_peer()`): root may do anything; anyone who can open the socket (the `qosd` group)
+may register and unregister processes it owns and report telemetry; only root may replace
+the policy.
+"""
 
 from __future__ import annotations
 
-import time
-from typing import TYPE_CHECKING, Any
+import os
+from typing import Any, Callable, Protocol
 
 from policies import PolicyError, parse_policy
-from qosd.api.errors import POLICY_INVALID, ApiError, BAD_REQUEST
+from policies.model import Policy
+from qosd.api.errors import BAD_REQUEST, PERMISSION_DENIED, POLICY_INVALID, ApiError
+from qosd.api.server import Peer, current_peer
 from qosd.api.telemetry_methods import telemetry_handlers
-from qosd.daemon.flows import flows_json, registered_json
+from qosd.daemon.snapshot import DaemonSnapshot
+from qosd.telemetry import TelemetryStore
 
-if TYPE_CHECKING:
-    from qosd.daemon.service import Daemon
+
+class Control(Protocol):
+    """The daemon's write side, as the API sees it."""
+
+    async def register(self, pid: int, cls: str) -> None: ...
+    async def unregister(self, pid: int) -> None: ...
+    async def apply_policy(self, policy: Policy) -> int: ...
 
 
 class Handlers:
-    def __init__(self, daemon: "Daemon") -> None:
-        self.daemon = daemon
+    def __init__(self, snapshot: Callable[[], DaemonSnapshot], control: Control,
+                 telemetry: TelemetryStore,
+                 owner_of: Callable[[int], int | None] | None = None) -> None:
+        self.snapshot = snapshot
+        self.control = control
+        self.telemetry = telemetry
+        self._owner = owner_of or process_owner
+        self._registrants: dict[int, int] = {}     # pid -> uid that registered it
 
     def table(self) -> dict[str, Any]:
         return {"status": self.status, "grants": self.grants, "register": self.register,
                 "unregister": self.unregister, "apply_policy": self.apply_policy,
-                "flows": self.flows,
-                **telemetry_handlers(self.daemon.telemetry)}
-
-    def _classes(self) -> dict[str, dict[str, Any]]:
-        loop = self.daemon.loop_
-        assert loop is not None
-        out = {}
-        for name, (rate_bps, ceil_bps) in _grants(loop).items():
-            view = loop.views.get(name)
-            out[name] = {"rate_bps": rate_bps, "ceil_bps": ceil_bps,
-                         "tx_rate_bps": view.tx_rate_bps if view else 0.0,
-                         "backlog_bytes": view.backlog_bytes if view else 0,
-                         "drops_total": view.drops_total if view else 0,
-                         "bytes_total": view.bytes_total if view else 0}
-        return out
-
-    def _peers(self) -> dict[str, dict[str, Any]]:
-        return {name: s.to_json() for name, s in self.daemon._peer_stats().items()}
+                "flows": self.flows, **telemetry_handlers(self.telemetry)}
 
     def status(self, _params: dict) -> dict:
-        d, loop, flows = self.daemon, self.daemon.loop_, self._flow_step()
-        assert loop is not None
-        return {"interface": d.policy.interface, "policy": d.config.policy_path,
-                "now_s": loop.clock.monotonic(), "uptime_s": time.monotonic() - d.started_s,
-                "ticks": loop.ticks,
-                "link": {"egress_bps": _link_bps(loop),
-                         "policy_egress_bps": d.policy.link.egress_bps},
-                "classes": self._classes(), "peers": self._peers(),
-                "paths": _paths_json(loop.last_tick),
-                "registered": registered_json(flows.registered) if flows else {},
-                "dynamic_filters": len(flows.book.installed) if flows else 0,
-                "decisions": loop.recent_decisions(100),
-                "recorder": d.recorder.status() if d.recorder is not None else None}
+        return self.snapshot().status_json
 
     def grants(self, _params: dict) -> dict:
-        loop = self.daemon.loop_
-        assert loop is not None
-        return {"classes": {n: {"rate_bps": c["rate_bps"], "ceil_bps": c["ceil_bps"]}
-                            for n, c in self._classes().items()},
-                "peers": self._peers(), "link": {"egress_bps": _link_bps(loop)}}
+        return self.snapshot().grants_json
 
-    def register(self, params: dict) -> dict:
-        names = {c.name for c in self.daemon.policy.classes}
+    def flows(self, params: dict) -> dict:
+        snap = self._require_flows()
+        return snap.flows_json(params.get("class"), params.get("pid"))
+
+    async def register(self, params: dict) -> dict:
+        snap = self._require_flows()
+        names = snap.class_names
         if params["class"] not in names:
             raise ApiError(BAD_REQUEST, f"params.class: unknown class {params['class']!r} "
                                         f"(known: {', '.join(sorted(names))})")
-        step = self._require_flows()
-        step.register(params["pid"], params["class"])
-        return {"ok": True}
+        peer = current_peer()
+        pid = self._target_pid(params, peer)
+        owner = self._owner(pid)
+        if owner is None:
+            raise ApiError(BAD_REQUEST, f"params.pid: no process {pid}")
+        if peer.uid != 0 and owner != peer.uid:
+            raise ApiError(PERMISSION_DENIED, f"pid {pid} belongs to uid {owner}; uid "
+                                              f"{peer.uid} may register only its own processes")
+        await self.control.register(pid, params["class"])
+        self._registrants[pid] = peer.uid
+        return {"ok": True, "pid": pid}
 
-    def unregister(self, params: dict) -> dict:
-        self._require_flows().unregister(params["pid"])
-        return {"ok": True}
+    async def unregister(self, params: dict) -> dict:
+        self._require_flows()
+        peer = current_peer()
+        pid = self._target_pid(params, peer)
+        owner = self._owner(pid)
+        allowed = peer.uid == 0 or owner == peer.uid or (
+            owner is None and self._registrants.get(pid) == peer.uid)
+        if not allowed:
+            raise ApiError(PERMISSION_DENIED, f"uid {peer.uid} may not unregister pid {pid}")
+        await self.control.unregister(pid)
+        self._registrants.pop(pid, None)
+        return {"ok": True, "pid": pid}
 
-    def flows(self, params: dict) -> dict:
-        step = self._require_flows()
-        return {"flows": flows_json(step.records, params.get("class"), params.get("pid")),
-                "passes": step.passes, "last_pass_s": step.last_pass_s, "dynamic_filters": len(step.book.installed),
-                "dynamic_filters_dropped_total": step.book.dropped_total}
-
-    def _flow_step(self):
-        return self.daemon.loop_.flows if self.daemon.loop_ is not None else None
-
-    def _require_flows(self):
-        step = self._flow_step()
-        if step is None:
-            raise ApiError(BAD_REQUEST, "this daemon runs without flow classification (--no-flows)")
-        return step
-
-    def apply_policy(self, params: dict) -> dict:
+    async def apply_policy(self, params: dict) -> dict:
+        peer = current_peer()
+        if peer.uid != 0:
+            raise ApiError(PERMISSION_DENIED, f"only root may replace the policy "
+                                              f"(caller uid {peer.uid})")
         try:
             policy = parse_policy(params["yaml"], source="<api>")
         except PolicyError as exc:
             raise ApiError(POLICY_INVALID, str(exc)) from None
-        return {"ops": self.daemon.install(policy)}
+        return {"ops": await self.control.apply_policy(policy)}
+
+    def _require_flows(self) -> DaemonSnapshot:
+        snap = self.snapshot()
+        if snap.flows is None and snap.seq > 0:
+            raise ApiError(BAD_REQUEST, "this daemon runs without flow classification (--no-flows)")
+        return snap
+
+    @staticmethod
+    def _target_pid(params: dict, peer: Peer) -> int:
+        """The pid named, or the caller's own: right even from another pid namespace, where
+        the caller's `os.getpid()` would name some other process of ours."""
+        pid = params.get("pid")
+        if pid is not None:
+            return pid
+        if peer.pid <= 0:
+            raise ApiError(BAD_REQUEST, "params.pid: missing, and the caller's pid is unknown")
+        return peer.pid
 
 
-def _paths_json(tick) -> dict[str, dict[str, Any]]:
-    out = {}
-    for role in ("compute", "bulk"):
-        p = None if tick is None else (tick.path if role == "compute" else tick.bulk_path)
-        out[role] = {"queue_delay_s": p.queue_delay_s if p else None,
-                     "peer": p.peer if p else None, "signal": p.signal if p else None,
-                     "measured": p.measured if p else 0, "unmeasured": p.unmeasured if p else 0}
-    return out
-
-
-def _grants(loop) -> dict[str, tuple[int, int]]:
-    from qosd.control.controller import grants
-    return {name: (g.rate_bps, g.ceil_bps) for name, g in grants(loop.state).items()}
-
-
-def _link_bps(loop) -> int:
-    from qosd.control.controller import link_rate_bps
-    return link_rate_bps(loop.state)
+def process_owner(pid: int, proc: str = "/proc") -> int | None:
+    """The uid owning process `pid` in the daemon's pid namespace; None if there is none."""
+    try:
+        return os.stat(f"{proc}/{pid}").st_uid
+    except OSError:
+        return None

@@ -22,6 +22,7 @@ from qosd.control.controller import ControllerState, grants, initial_state, link
 from qosd.control.decision import Decision
 from qosd.control.signals import ClassSample, PathSample, Tick
 from qosd.daemon.flows import FlowStep
+from qosd.daemon.snapshot import ClassView, decision_json
 from qosd.errors import QosdError
 from qosd.measure.pathsignal import PeerPath
 from qosd.measure.rates import CounterRates
@@ -71,19 +72,6 @@ class Reconcile(Protocol):
     with rollback, and return the ops."""
 
     def __call__(self, desired: TcTree, *, reread: bool) -> ApplyResult: ...
-
-
-@dataclass(frozen=True)
-class ClassView:
-    """What the daemon knows of one class now, for `status`, `grants` and metrics."""
-
-    name: str
-    rate_bps: int
-    ceil_bps: int
-    tx_rate_bps: float
-    backlog_bytes: int
-    drops_total: int
-    bytes_total: int
 
 
 @dataclass(frozen=True)
@@ -138,6 +126,7 @@ class ControlLoop:
     decision_counts: Counter = field(default_factory=Counter)
     ticks: int = 0
     last_tick: Tick | None = None                    # what the controller was last told
+    desired: TcTree | None = None                    # what the last tick asked the kernel for
     _rates: CounterRates = field(default_factory=CounterRates)
     _stale: bool = False
 
@@ -195,6 +184,7 @@ class ControlLoop:
             desired = replace(desired, egress=self.flows.with_filters(egress, mirrored=False))
             if desired.ingress is not None:
                 desired = replace(desired, ingress=self.flows.with_filters(desired.ingress, mirrored=True))
+        self.desired = desired
         ops: tuple[Op, ...] = ()
         try:
             ops = self.reconcile(desired, reread=self._stale).ops
@@ -221,8 +211,3 @@ class ControlLoop:
 
     def recent_decisions(self, limit: int = 50) -> list[dict]:
         return [decision_json(d) for d in list(self.decisions)[-limit:]]
-
-
-def decision_json(d: Decision) -> dict:
-    return {"t_s": d.t_s, "class": d.cls, "field": d.field, "old_bps": d.old_bps,
-            "new_bps": d.new_bps, "reason": d.reason}

@@ -13,6 +13,7 @@ to the `PathSample`s the controller reads, and the API and metrics read the same
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from types import MappingProxyType
@@ -83,6 +84,15 @@ class PathMonitor:
             self.prober.close()
         if self.echo is not None:
             self.echo.close()
+
+    async def aclose(self, timeout_s: float = 1.0) -> None:
+        """`close` once the probe task has unregistered its socket from the event loop:
+        closing it first made that fail at exit (`Invalid file descriptor: -1` on SIGTERM)."""
+        self._stop.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(self._task, timeout_s)
+        self.close()
 
     # -- whom to measure -------------------------------------------------------------
     def set_policy(self, policy: Policy) -> None:

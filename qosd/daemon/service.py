@@ -1,49 +1,79 @@
 """`qosd run`: the control loop, the local API, the metrics endpoint and the signals.
 
-Everything shares one asyncio loop; the only thread is the watchdog, which must keep working
-when that loop is stuck (a hung netlink call, a runaway handler): after `stall_s` without a
-completed tick it puts the static policy back, so a stuck controller can never leave a
-throttled tree behind.
+Threads, and why:
+- the asyncio loop serves the API, the probes, signals and kernel notifications; it never
+  blocks on the kernel, so `qosd status` is answered however slow a tick is;
+- one kernel worker runs everything that touches the tc tree or the controller (ticks,
+  policy installs, registrations, repairs), one at a time, so they never interleave;
+- the Prometheus HTTP thread renders the latest published snapshot;
+- the watchdog puts the static policy back when no tick completes for `stall_s` (a hung
+  netlink call, a runaway handler), so a stuck controller never leaves a throttled tree.
+
+Each tick publishes one frozen `DaemonSnapshot`; readers see nothing else.
+
+Start-up checks every resource another process could hold (the interface lock, the API
+socket, the metrics port, the probe ports) before the kernel is touched, so a daemon that
+cannot run changes nothing. The tree is then kept true against the kernel, not against the
+daemon's memory: netlink notifications (device gone or re-created, qdisc deleted or added)
+and a periodic re-read trigger a reconcile from what the kernel really holds, and each
+repair is recorded.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import resource
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Mapping
 
 from policies import PolicyError, load_policy
 from policies.model import Policy
+from qosd.api.errors import INTERNAL, POLICY_INVALID, ApiError, BAD_REQUEST
 from qosd.api.server import ApiServer
-from qosd.control.controller import link_rate_bps
+from qosd.control.decision import Decision
 from qosd.daemon.flows import FlowStep
 from qosd.daemon.handlers import Handlers
+from qosd.daemon.lock import InterfaceLock
 from qosd.daemon.loop import ControlLoop
 from qosd.daemon.paths import PathMonitor
+from qosd.daemon.publish import RepairLog, capture
 from qosd.daemon.recorder import RecordedTelemetry, RecorderConfig, open_recorder
-from qosd.daemon.snapshot import metrics_snapshot
-from qosd.tc.build import class_minors
-from qosd.metrics import QosdCollector, serve_metrics
-from qosd.measure.probe import Reflector
+from qosd.daemon.snapshot import DaemonSnapshot, Repair, State
+from qosd.errors import BadInput, NotOurs, QosdError
+from qosd.measure.errors import MeasureError
+from qosd.measure.pathsignal import PeerPath
+from qosd.measure.probe import PROBE_PORT, Reflector
+from qosd.metrics import MetricsServer, QosdCollector, serve_metrics
 from qosd.shaper import open_reconciler
 from qosd.tc import segmentation
+from qosd.tc.build import class_minors
+from qosd.tc.events import KernelEvent, KernelEvents
 from qosd.tc.executor import Reconciler
-from qosd.tc.tree import TcTree
+from qosd.tc.tree import IFB_PREFIX, Op, TcTree
 
 log = logging.getLogger("qosd")
 
 DEFAULT_SOCKET = "/run/qosd/qosd.sock"
 DEFAULT_METRICS = ("127.0.0.1", 9108)
+RESYNC_BUDGET = 0.005          # share of a core the periodic re-read of the kernel may take
+INTERFACE_POLL_S = 0.5
+PROBER_STOP_S = 1.0
+WANT_OPEN_FILES = 8192
 
 
 @dataclass(frozen=True)
 class DaemonConfig:
     policy_path: str
     socket_path: str = DEFAULT_SOCKET
+    socket_group: int | None = None
     metrics_addr: tuple[str, int] | None = DEFAULT_METRICS
     clear_on_exit: bool = False
     force: bool = False
@@ -54,6 +84,8 @@ class DaemonConfig:
     flow_budget: float = 0.015
     state_dir: str = "/run/qosd"
     stall_s: float = 2.0
+    wait_interface: bool = True
+    resync_s: float = 1.0
     recorder: RecorderConfig | None = None
 
 
@@ -90,38 +122,63 @@ class Watchdog(threading.Thread):
 class Daemon:
     def __init__(self, config: DaemonConfig, shaper: Reconciler | None = None) -> None:
         self.config = config
-        self.shaper = shaper or open_reconciler(state_dir=config.state_dir)
         self.policy: Policy = load_policy(config.policy_path)
-        self.recorder = open_recorder(config.recorder)
-        self.telemetry = RecordedTelemetry(self.recorder)
+        self.shaper = shaper or open_reconciler(state_dir=config.state_dir)
+        self.recorder = None                    # opened once this daemon holds the interface
+        self.telemetry = RecordedTelemetry(None)
         self.started_s = time.monotonic()
         self.stop_event: asyncio.Event | None = None
         self.loop_: ControlLoop | None = None
         self.paths = PathMonitor(probe_rate_hz=config.probe_rate_hz, echo=config.echo)
         self._segmented: tuple[str, tuple[str, ...]] | None = None
         self._peer_passes = 0
+        self._peers_now: Mapping[str, PeerPath] = {}
+        self._steps_now: tuple[float, ...] = ()
+        self.repairs = RepairLog()
+        self.metrics: MetricsServer | None = None
+        self.state: State = "starting"
+        self.snapshot: DaemonSnapshot = self._capture()
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix="qosd-kernel")
+        self._ifindex: int | None = None
+        self._suspect: str | None = None        # why the kernel may no longer hold our tree
+        self._next_resync_s = 0.0
+        self._last_tick_error = ""
 
-    # -- policy ----------------------------------------------------------------------
+    # -- the kernel worker ----------------------------------------------------------------
+    async def _in_worker(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._worker, fn, *args)
+
+    def _capture(self) -> DaemonSnapshot:
+        return capture(self.loop_, self.policy, policy_path=self.config.policy_path,
+                       state=self.state, now_s=time.monotonic(),
+                       uptime_s=time.monotonic() - self.started_s, peers=self._peers_now,
+                       jobs=self.telemetry.aggregates(), repairs=self.repairs,
+                       metrics_addr=self.metrics.address if self.metrics else None)
+
+    # -- policy (kernel worker) -----------------------------------------------------------
     def _apply_static(self, policy: Policy) -> tuple[TcTree, int]:
         tree = self.shaper.desired_tree(policy)
         result = self.shaper.reconcile(tree, force=self.config.force)
         self.shaper.minors.save(policy.interface, class_minors(tree.egress))
         return tree, len(result.ops)
 
-    def install(self, policy: Policy) -> int:
+    def _install(self, policy: Policy) -> int:
         """Apply `policy`'s static tree and restart the controller on it; returns op count."""
+        self._check_interface(policy)
         tree, n_ops = self._apply_static(policy)
         self._split_segmentation(policy.interface)
         self.policy = policy
+        self._ifindex = self.shaper.kernel.ifindex(policy.interface)
         if self.loop_ is None:
             self.loop_ = ControlLoop(policy=policy, tree=tree, kernel=self.shaper.kernel,
-                                     reconcile=self.shaper.reconcile, peers=self.paths.refresh,
-                                     steps=self.telemetry.drain_steps,
+                                     reconcile=self.shaper.reconcile, peers=lambda: self._peers_now,
+                                     steps=lambda: self._steps_now,
                                      flows=FlowStep(policy, budget_frac=self.config.flow_budget)
                                      if self.config.flows else None)
         else:
             self.loop_.reload(policy, tree)
-        self.paths.set_policy(policy)
+        self.state = "running"
+        self.snapshot = self._capture()
         return n_ops
 
     def _split_segmentation(self, ifname: str) -> None:
@@ -137,17 +194,62 @@ class Daemon:
             segmentation.restore(*self._segmented)
             self._segmented = None
 
+    def _check_interface(self, policy: Policy) -> None:
+        """The interface lock names one interface for the daemon's whole life."""
+        if policy.interface != self.policy.interface:
+            raise BadInput(f"the new policy shapes {policy.interface}, this daemon "
+                           f"{self.policy.interface}: start a daemon for {policy.interface}")
+
+    async def install(self, policy: Policy) -> int:
+        ops = await self._in_worker(self._install, policy)
+        self.paths.set_policy(policy)
+        return ops
+
     def reload_from_file(self) -> None:
+        asyncio.get_running_loop().create_task(self._reload_from_file())
+
+    async def _reload_from_file(self) -> None:
         try:
             policy = load_policy(self.config.policy_path)
-        except PolicyError as exc:
+            if self.loop_ is None:          # not shaping yet: the new file is what starts
+                self._check_interface(policy)
+                self.policy = policy
+                log.info("SIGHUP: %s re-read before start", self.config.policy_path)
+                return
+            ops = await self.install(policy)
+        except (PolicyError, BadInput) as exc:
             log.error("SIGHUP: keeping the running policy; %s is invalid:\n%s",
                       self.config.policy_path, exc)
             return
-        ops = self.install(policy)
+        except QosdError as exc:
+            log.error("SIGHUP: keeping the running policy; applying %s failed: %s",
+                      self.config.policy_path, exc)
+            return
         log.info("SIGHUP: reloaded %s (%d ops)", self.config.policy_path, ops)
 
-    # -- peers -----------------------------------------------------------------------
+    # -- the API's write side (handlers.Control) ------------------------------------------
+    def _flow_step(self) -> FlowStep:
+        step = self.loop_.flows if self.loop_ is not None else None
+        if step is None:
+            raise ApiError(BAD_REQUEST, "this daemon runs without flow classification (--no-flows)"
+                           if not self.config.flows else "the daemon has not started shaping yet")
+        return step
+
+    async def register(self, pid: int, cls: str) -> None:
+        await self._in_worker(lambda: self._flow_step().register(pid, cls))
+
+    async def unregister(self, pid: int) -> None:
+        await self._in_worker(lambda: self._flow_step().unregister(pid))
+
+    async def apply_policy(self, policy: Policy) -> int:
+        try:
+            return await self.install(policy)
+        except BadInput as exc:
+            raise ApiError(POLICY_INVALID, str(exc)) from None
+        except QosdError as exc:
+            raise ApiError(INTERNAL, str(exc)) from None
+
+    # -- peers (event loop) ---------------------------------------------------------------
     def _learn_peers(self, now_s: float) -> None:
         """After a flow pass: measure the far ends of the host's flows, take their RTTs."""
         flows = self.loop_.flows if self.loop_ is not None else None
@@ -158,70 +260,228 @@ class Daemon:
         self.paths.on_flow_pass(flows.records, {n: (v.backlog_bytes, v.tx_rate_bps)
                                                 for n, v in views.items()}, now_s)
 
-    def _peer_stats(self):
-        """Each peer's path as of the last tick (`qosd.measure.pathsignal.PeerPath`)."""
-        return self.paths.current
+    def _peer_stats(self) -> Mapping[str, PeerPath]:
+        """Each peer's path now, chosen on the event loop where the probers live, and handed
+        to the tick as a frozen mapping (their estimators must not be read from the worker)."""
+        return self.paths.refresh()
 
-    # -- lifecycle -------------------------------------------------------------------
+    # -- start-up: everything that can refuse, before the kernel is touched ----------------
+    async def _open_resources(self, stack: contextlib.AsyncExitStack) -> None:
+        _raise_open_files_limit()
+        lock = InterfaceLock(self.policy.interface,
+                             {"pid": os.getpid(), "socket": self.config.socket_path,
+                              "policy": self.config.policy_path})
+        stack.callback(lock.close)
+        lock.serve()
+        self.recorder = self.telemetry.recorder = open_recorder(self.config.recorder)
+        stack.callback(self._close_recorder)
+        api = ApiServer(self.config.socket_path,
+                        Handlers(lambda: self.snapshot, self, self.telemetry).table(),
+                        group=self.config.socket_group)
+        await api.start()
+        stack.push_async_callback(api.close)
+        if self.config.metrics_addr is not None:
+            host, port = self.config.metrics_addr
+            self.metrics = serve_metrics(host, port, QosdCollector(lambda: self.snapshot.metrics))
+            stack.callback(self.metrics.close)
+            log.info("metrics on http://%s/metrics", self.metrics.address)
+        if self.config.reflector:
+            try:
+                reflector = Reflector()
+            except MeasureError:
+                log.warning("UDP %d is taken (another qosd or `qosd reflect`): this daemon "
+                            "does not answer probes", PROBE_PORT)
+            else:
+                reflector.start()
+                stack.callback(reflector.close)
+        self.paths.set_policy(self.policy)
+        self.paths.start()
+        stack.push_async_callback(self.paths.aclose)
+
+    async def _wait_for_interface(self) -> bool:
+        """True once the policy's interface exists; False if told to stop first."""
+        assert self.stop_event is not None
+        name = self.policy.interface
+        if await self._in_worker(self._ifindex_now) is not None:
+            return True
+        if not self.config.wait_interface:
+            raise BadInput(f"interface '{name}' does not exist")
+        log.warning("waiting for interface %s to appear (%s); nothing is shaped until then "
+                    "(--no-wait-interface exits instead)", name, self.config.policy_path)
+        self.state = "waiting-for-interface"
+        self.snapshot = self._capture()
+        while await self._in_worker(self._ifindex_now) is None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.stop_event.wait(), INTERFACE_POLL_S)
+            if self.stop_event.is_set():
+                return False
+        log.info("interface %s appeared", name)
+        return True
+
+    def _ifindex_now(self) -> int | None:
+        try:
+            return self.shaper.kernel.ifindex(self.policy.interface)
+        except BadInput:
+            return None
+
+    # -- lifecycle ------------------------------------------------------------------------
     async def run(self) -> int:
         self.stop_event = asyncio.Event()
         aio = asyncio.get_running_loop()
-        self.install(self.policy)
-        self.paths.start()
-        assert self.loop_ is not None
-        reflector = Reflector() if self.config.reflector else None
-        if reflector is not None:
-            reflector.start()
-        api = ApiServer(self.config.socket_path, Handlers(self).table())
-        await api.start()
-        metrics = None
-        if self.config.metrics_addr is not None:
-            host, port = self.config.metrics_addr
-            metrics = serve_metrics(host, port, QosdCollector(lambda: metrics_snapshot(self)))
-        aio.add_signal_handler(signal.SIGHUP, self.reload_from_file)
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            aio.add_signal_handler(sig, self.stop_event.set)
-        watchdog = Watchdog(max(self.config.stall_s, 10 * self.policy.control.interval_s),
-                            self._fallback_to_static)
-        watchdog.start()
-        log.info("qosd running on %s with %s (pid %d)", self.policy.interface,
-                 self.config.policy_path, os.getpid())
         try:
-            await self._control(watchdog)
+            async with contextlib.AsyncExitStack() as stack:
+                stack.callback(self._worker.shutdown, wait=False, cancel_futures=True)
+                await self._open_resources(stack)
+                # Probing the kernel's qdisc kinds forks a helper that is then killed with
+                # SIGTERM; a forked child shares asyncio's signal wake-up fd, so with our
+                # handlers installed its SIGTERM would read as ours. Probe first.
+                await self._in_worker(self.shaper.leaf_choice)
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    aio.add_signal_handler(sig, self.stop_event.set)
+                aio.add_signal_handler(signal.SIGHUP, self.reload_from_file)
+                if not await self._wait_for_interface():
+                    return 0
+                ops = await self.install(self.policy)
+                assert self.loop_ is not None
+                stack.push_async_callback(self._in_worker, self._leave)
+                self._watch_kernel(stack)
+                watchdog = Watchdog(max(self.config.stall_s, 10 * self.policy.control.interval_s),
+                                    self._fallback_to_static)
+                watchdog.start()
+                stack.callback(watchdog.stop)
+                log.info("qosd running on %s with %s (pid %d; %d ops to install or complete "
+                         "the tree)", self.policy.interface, self.config.policy_path,
+                         os.getpid(), ops)
+                await self._control(watchdog)
         finally:
-            watchdog.stop()
-            await api.close()
-            if metrics is not None:
-                metrics.close()
-            if reflector is not None:
-                reflector.close()
-            self.paths.close()
-            self._leave()
-            if self.loop_.flows is not None:
-                self.loop_.flows.close()
-            if self.recorder is not None:
-                self.recorder.close()
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                aio.remove_signal_handler(sig)
         return 0
+
+    def _watch_kernel(self, stack: contextlib.AsyncExitStack) -> None:
+        events = KernelEvents()
+        stack.callback(events.close)
+        aio = asyncio.get_running_loop()
+        aio.add_reader(events.fileno(), lambda: self._on_kernel_events(events.read()))
+        stack.callback(aio.remove_reader, events.fileno())
+
+    def _on_kernel_events(self, events: list[KernelEvent]) -> None:
+        """Note why the tree may have changed; the next tick re-reads the kernel."""
+        name, index = self.policy.interface, self._ifindex
+        for ev in events:
+            if ev.ifindex == 0 or ev.ifname == name or (index is not None and ev.ifindex == index):
+                self._suspect = f"{ev.what} ({ev.ifname or name})"
 
     async def _control(self, watchdog: Watchdog) -> None:
         assert self.stop_event is not None and self.loop_ is not None
         next_s = time.monotonic()
         while not self.stop_event.is_set():
+            self._peers_now = self._peer_stats()
+            self._steps_now = self.telemetry.drain_steps()
             try:
-                report = self.loop_.tick()
+                snap, decisions = await self._in_worker(self._tick)
+                self.snapshot = self._with_recorder(snap)
                 self._learn_peers(time.monotonic())
-                if self.recorder is not None:
-                    self.recorder.on_tick(self.policy, link_rate_bps(self.loop_.state),
-                                          self.loop_.views, self._peer_stats(), report.decisions)
-            except Exception:  # noqa: BLE001 - one bad tick must not kill the daemon
-                log.exception("control tick failed")
+                self._feed_recorder(snap, decisions)
+                self._last_tick_error = ""
+            except Exception as exc:  # noqa: BLE001 - one bad tick must not kill the daemon
+                if str(exc) != self._last_tick_error:
+                    log.exception("control tick failed")
+                self._last_tick_error = str(exc)
             watchdog.kick()
             interval = self.policy.control.interval_s
             next_s = max(next_s + interval, time.monotonic())
-            try:
+            with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.stop_event.wait(), timeout=next_s - time.monotonic())
-            except asyncio.TimeoutError:
-                pass
+
+    # -- one tick and the repairs (kernel worker) -----------------------------------------
+    def _tick(self) -> tuple[DaemonSnapshot, tuple[Decision, ...]]:
+        assert self.loop_ is not None
+        now = time.monotonic()
+        if self.state != "running" or self._suspect is not None or now >= self._next_resync_s:
+            self._resync(now)
+        decisions: tuple[Decision, ...] = ()
+        if self.state == "running":
+            try:
+                decisions = self.loop_.tick().decisions
+            except BadInput:
+                if self._ifindex_now() is not None:
+                    raise
+                self._lost()
+        return self._capture(), decisions
+
+    # -- the flight recorder (event loop) -------------------------------------------------
+    def _with_recorder(self, snap: DaemonSnapshot) -> DaemonSnapshot:
+        return replace(snap, recorder=self.recorder.status()) if self.recorder else snap
+
+    def _feed_recorder(self, snap: DaemonSnapshot, decisions: tuple[Decision, ...]) -> None:
+        """The recorder reads the tick's snapshot, on the event loop like its other writer."""
+        if self.recorder is not None and snap.state == "running":
+            self.recorder.on_tick(self.policy, snap.link_egress_bps,
+                                  {c.name: c for c in snap.classes},
+                                  {p.name: p for p in snap.peers}, decisions)
+
+    def _close_recorder(self) -> None:
+        if self.recorder is not None:
+            self.recorder.close()
+
+    def _lost(self) -> None:
+        if self.state != "interface-missing":
+            log.warning("%s disappeared: shaping suspended until it is back",
+                        self.policy.interface)
+        self.state = "interface-missing"
+
+    def _resync(self, now: float) -> None:
+        """Make the kernel hold the tree again, judged from what the kernel holds now."""
+        assert self.loop_ is not None
+        cause, self._suspect = self._suspect, None
+        index = self._ifindex_now()
+        if index is None:
+            self._lost()
+            return
+        name = self.policy.interface
+        if index != self._ifindex:
+            old, ops = self._ifindex, self._rebuild()
+            self._record(now, "interface-recreated", ops,
+                         f"{name} re-created (ifindex {old} -> {index}): tree rebuilt")
+            return
+        start = time.perf_counter()
+        try:
+            result = self.shaper.reconcile(self.loop_.desired or self.loop_.tree, reread=True,
+                                           force=self.config.force)
+        except NotOurs as exc:
+            if self.state != "displaced":
+                log.error("%s; shaping suspended", exc)
+            self.state = "displaced"
+            self._next_resync_s = now + self.config.resync_s
+            return
+        cost_s = time.perf_counter() - start
+        self._next_resync_s = now + max(self.config.resync_s, cost_s / RESYNC_BUDGET)
+        was_missing = self.state != "running"
+        self.state = "running"
+        if result.ops:
+            kinds = Counter(op.kind for op in result.ops)
+            what = ", ".join(f"{k} x{n}" for k, n in sorted(kinds.items()))
+            self._record(now, "tree-changed", len(result.ops),
+                         f"{name}: {what}" + (f" after {cause}" if cause else "")
+                         + (" (was away)" if was_missing else ""))
+
+    def _rebuild(self) -> int:
+        """The device is new (a new ifindex): its tree, and its IFB's name, start over."""
+        old_ifb = f"{IFB_PREFIX}{self._ifindex}" if self._ifindex is not None else None
+        tree, ops = self._apply_static(self.policy)
+        assert self.loop_ is not None
+        self.loop_.reload(self.policy, tree)
+        self._ifindex = self.shaper.kernel.ifindex(self.policy.interface)
+        self.state = "running"
+        if old_ifb is not None and self.policy.link.ingress_bps is not None:
+            with contextlib.suppress(QosdError):
+                self.shaper.kernel.apply(Op("delete-link", old_ifb, old_ifb))
+        return ops
+
+    def _record(self, now: float, cause: str, ops: int, detail: str) -> None:
+        log.warning("repaired: %s (%d ops)", detail, ops)
+        self.repairs.add(Repair(now, self.policy.interface, cause, ops, detail))
 
     def _fallback_to_static(self) -> None:
         open_reconciler(state_dir=self.config.state_dir).apply_policy(self.policy,
@@ -230,10 +490,24 @@ class Daemon:
             self.loop_.mark_stale()
 
     def _leave(self) -> None:
-        if self.config.clear_on_exit:
+        if self.loop_ is not None and self.loop_.flows is not None:
+            self.loop_.flows.close()
+        if self._ifindex_now() is None:
+            log.info("exit: %s is gone, nothing to leave behind", self.policy.interface)
+        elif self.config.clear_on_exit:
             removed = self.shaper.clear(self.policy.interface)
             log.info("exit: cleared %d object(s)", len(removed))
         else:
             self._apply_static(self.policy)
             log.info("exit: static policy left in place")
         self._restore_segmentation()
+
+
+def _raise_open_files_limit() -> None:
+    """Idle API clients are evicted rather than refused, but each still costs a descriptor
+    until it is: do not let the default soft limit of 1024 be what refuses them."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = WANT_OPEN_FILES if hard == resource.RLIM_INFINITY else min(hard, WANT_OPEN_FILES)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
