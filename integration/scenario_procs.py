@@ -162,7 +162,7 @@ def apply_static(topo: Topology, cfg: ScenarioConfig, workdir: Path) -> None:
 def start_daemon(topo: Topology, cfg: ScenarioConfig, workdir: Path, bound_s: float,
                  procs: list[subprocess.Popen]) -> str:
     """`qosd run` inside h, and (`peer_runs: reflector`) `qosd reflect` on every compute
-    peer; returns the daemon's socket once `status` answers."""
+    peer; returns the daemon's socket once it shapes."""
     from qosd.api.client import ApiClient
     from qosd.errors import QosdError
 
@@ -182,10 +182,11 @@ def start_daemon(topo: Topology, cfg: ScenarioConfig, workdir: Path, bound_s: fl
             raise ScenarioError(f"qosd run exited {daemon.returncode}: {log.read_text()[-2000:]}")
         try:
             with ApiClient(str(sock), timeout_s=1.0) as client:
-                client.call("status")
-            return str(sock)
+                if client.call("status").get("state", "running") == "running":
+                    return str(sock)       # the API answers before the tree is in: wait for it
         except QosdError:
-            time.sleep(0.2)
+            pass
+        time.sleep(0.2)
     raise ScenarioError(f"qosd run never answered on {sock}: {log.read_text()[-2000:]}")
 
 
