@@ -27,7 +27,7 @@ from qosd.api.protocol import MAX_REQUEST_BYTES, METHODS
 from qosd.api.testing import BackgroundApiServer
 from qosd.daemon.handlers import Handlers
 from qosd.telemetry import TelemetryStore
-from tests.daemon_fakes import RecordingControl, snapshot
+from qosd.daemon.testing import RecordingControl, snapshot
 
 PARAM_NAMES = sorted({name for schema in METHODS.values() for name in schema})
 JSON = st.recursive(

@@ -10,7 +10,7 @@ from qosd.api.errors import ApiError
 from qosd.api.server import Peer, acting_as
 from qosd.daemon.handlers import Handlers
 from qosd.telemetry import TelemetryStore
-from tests.daemon_fakes import RecordingControl, snapshot
+from qosd.daemon.testing import RecordingControl, snapshot
 
 ROOT, ALICE, BOB = Peer(10, 0, 0), Peer(2000, 1000, 1000), Peer(3000, 1001, 1001)
 OWNERS = {2000: 1000, 2001: 1000, 3000: 1001, 1: 0}

@@ -116,7 +116,7 @@ def test_peers_command_shows_signal_and_why(sock_path):
 
 
 def test_state_and_repairs_are_shown_when_there_are_some():
-    from tests.daemon_fakes import snapshot
+    from qosd.daemon.testing import snapshot
 
     status = dict(snapshot().status_json, state="interface-missing")
     out = format_status(status)

@@ -1,5 +1,5 @@
-"""A published snapshot and a write side that records calls: enough to serve the real
-`Handlers` without a kernel, for the handler and protocol-fuzz tests."""
+"""Fakes beside the handlers: a published snapshot and a write side that records calls,
+enough to serve the real `Handlers` without a kernel (handler tests, the protocol fuzz)."""
 
 from __future__ import annotations
 
