@@ -82,19 +82,28 @@ def _key(offset: int, value: int, mask: int) -> U32Key:
     return U32Key(value=value, mask=mask, offset_bytes=offset)
 
 
-def _merge(words: list[Word]) -> tuple[U32Key, ...]:
-    """One key per word, value masked, sorted by offset: the normal form."""
+def _merge(words: list[Word], intern: bool = True) -> tuple[U32Key, ...]:
+    """One key per word, value masked, sorted by offset: the normal form.
+
+    `intern=False` for per-flow keys: each flow's port word is new, so interning them would
+    only fill the cache (~10 MB at its bound) with keys no other filter shares.
+    """
     merged: dict[int, tuple[int, int]] = {}
     for offset, value, mask in words:
         if mask:
             old_value, old_mask = merged.get(offset, (0, 0))
             merged[offset] = (old_value | (value & mask), old_mask | mask)
-    return tuple(_key(off, v, m) for off, (v, m) in sorted(merged.items()))
+    make = _key if intern else _new_key
+    return tuple(make(off, v, m) for off, (v, m) in sorted(merged.items()))
+
+
+def _new_key(offset: int, value: int, mask: int) -> U32Key:
+    return U32Key(value=value, mask=mask, offset_bytes=offset)
 
 
 def _keys(family: int, proto: int | None, src: IPNetwork | None, dst: IPNetwork | None,
           sport: PortPrefix | None, dport: PortPrefix | None,
-          dscp: int | None) -> tuple[U32Key, ...]:
+          dscp: int | None, intern: bool = True) -> tuple[U32Key, ...]:
     v4 = family == 4
     words: list[Word] = [(0, *(_V4_VERSION if v4 else _V6_VERSION))]
     if dscp is not None:
@@ -112,7 +121,7 @@ def _keys(family: int, proto: int | None, src: IPNetwork | None, dst: IPNetwork 
         words.append((ports_at, sport[0] << 16, sport[1] << 16))
     if dport is not None:
         words.append((ports_at, dport[0], dport[1]))
-    return _merge(words)
+    return _merge(words, intern)
 
 
 @lru_cache(maxsize=1 << 14)
@@ -176,7 +185,7 @@ def flow_keys(proto: int, src: IPAddress | str, dst: IPAddress | str, sport: int
     sp, dp = (sport, 0xFFFF), (dport, 0xFFFF)
     if mirrored:
         src_net, dst_net, sp, dp = dst_net, src_net, dp, sp
-    return _keys(src_ip.version, proto, src_net, dst_net, sp, dp, None)
+    return _keys(src_ip.version, proto, src_net, dst_net, sp, dp, None, intern=False)
 
 
 def local_end_keys(proto: int, src: IPAddress | str, sport: int, *,
