@@ -160,3 +160,26 @@ def test_a_registered_process_that_exited_is_forgotten_at_the_next_flow_pass():
     running.discard(100)
     assert step.poll_if_due(0.0)
     assert step.registered == {200: "disk"}
+
+
+def test_per_flow_filters_are_built_once_and_dropped_with_their_flow(tmp_path):
+    import ipaddress
+
+    from qosd.classify.dynamic import DynamicFilter, FiveTuple
+    from qosd.classify.local import FlowMonitor
+    from qosd.daemon.flows import FlowStep
+    from qosd.measure.fake_sockdiag import FakeSockDiag
+
+    h = Harness(tmp_path)
+    step = FlowStep(h.policy, FlowMonitor(h.policy, diag=FakeSockDiag([[]])))
+    flows = [FiveTuple(6, ipaddress.ip_address("198.18.0.1"), ipaddress.ip_address("198.18.1.2"),
+                       40000 + i, 29500) for i in range(2)]
+    for node, flow in enumerate(flows, start=1):
+        step.book.installed[flow] = DynamicFilter(flow, "compute", node)
+    first = step.with_filters(h.tree.egress, mirrored=False).filters
+    again = step.with_filters(h.tree.egress, mirrored=False).filters
+    dynamic = [ident for ident in first if ident not in h.tree.egress.filters]
+    assert len(dynamic) == 2 and all(again[i] is first[i] for i in dynamic)
+    del step.book.installed[flows[0]]
+    left = step.with_filters(h.tree.egress, mirrored=False).filters
+    assert [i for i in left if i not in h.tree.egress.filters] == [dynamic[1]]

@@ -16,7 +16,7 @@ import time
 from typing import Callable
 
 from policies.model import Policy
-from qosd.classify.dynamic import DynamicFilterBook, to_u32_filter
+from qosd.classify.dynamic import DynamicFilter, DynamicFilterBook, to_u32_filter
 from qosd.classify.flowtable import FlowRecord
 from qosd.classify.local import FlowMonitor
 from qosd.tc.tree import DeviceTree, U32Filter
@@ -39,6 +39,7 @@ class FlowStep:
         self.last_pass_s = 0.0
         self._cost_s = 0.0
         self._next_s = 0.0
+        self._built: dict[bool, dict[tuple[DynamicFilter, int], U32Filter]] = {}
 
     @property
     def book(self) -> DynamicFilterBook:
@@ -73,15 +74,26 @@ class FlowStep:
         return True
 
     def with_filters(self, tree: DeviceTree, *, mirrored: bool) -> DeviceTree:
-        """`tree` plus one exact filter per flow the book holds, into that class's classid."""
+        """`tree` plus one exact filter per flow the book holds, into that class's classid.
+
+        Runs every tick, and a filter's keys cost address parsing: each filter is built once
+        and reused while it stays in the book (the same object also makes the planner's
+        comparison with the last applied tree an identity check).
+        """
+        built = self._built.get(mirrored, {})
         if not self.book.installed:
+            self._built[mirrored] = {}
             return tree
         classids = {c.name: cid for cid, c in tree.classes.items() if c.name}
         extra: dict[tuple[int, int], U32Filter] = {}
+        kept: dict[tuple[DynamicFilter, int], U32Filter] = {}
         for flt in self.book.installed.values():
             if flt.cls in classids:
-                u32 = to_u32_filter(flt, classids, mirrored=mirrored)
+                key = (flt, classids[flt.cls])
+                u32 = built.get(key) or to_u32_filter(flt, classids, mirrored=mirrored)
+                kept[key] = u32
                 extra[u32.ident] = u32
+        self._built[mirrored] = kept
         return DeviceTree(ifname=tree.ifname, root=tree.root, classes=tree.classes,
                           leaves=tree.leaves, filters={**tree.filters, **extra})
 
