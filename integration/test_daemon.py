@@ -191,6 +191,8 @@ def test_drift_is_repaired_from_the_kernel_within_two_seconds(testbed, tmp_path)
     finally:
         code, err = stop_daemon(proc)
         reflector.kill()
+    print(f"tree back after: root qdisc deleted {root_back_s}, class changed {class_back_s}, "
+          f"device re-created {device_back_s} s")
     assert root_back_s is not None and root_back_s <= REPAIR_BOUND_S, (root_back_s, err)
     assert class_back_s is not None and class_back_s <= REPAIR_BOUND_S, (class_back_s, err)
     assert device_back_s is not None and device_back_s <= REPAIR_BOUND_S, (device_back_s, err)
@@ -321,6 +323,7 @@ def test_kill_9_in_the_middle_of_a_big_apply_then_restart_completes_the_tree(tes
             break
         h.run(["tc", "qdisc", "del", "dev", "eth0", "root"], check=False)
     assert partial is not None, "never caught the apply in the middle"
+    print(f"killed with {partial} of {n + 2} classes in the kernel")
     proc = start_daemon(h, policy, sock, "--no-flows", "--no-reflector", timeout_s=90)
     try:
         complete = _classes(h).count("class htb 905d:")
