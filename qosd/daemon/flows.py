@@ -39,7 +39,7 @@ class FlowStep:
         self.last_pass_s = 0.0
         self._cost_s = 0.0
         self._next_s = 0.0
-        self._built: dict[bool, dict[tuple[DynamicFilter, int], U32Filter]] = {}
+        self._built: dict[bool, dict[int, tuple[DynamicFilter, U32Filter]]] = {}
 
     @property
     def book(self) -> DynamicFilterBook:
@@ -86,13 +86,20 @@ class FlowStep:
             return tree
         classids = {c.name: cid for cid, c in tree.classes.items() if c.name}
         extra: dict[tuple[int, int], U32Filter] = {}
-        kept: dict[tuple[DynamicFilter, int], U32Filter] = {}
+        kept: dict[int, tuple[DynamicFilter, U32Filter]] = {}
         for flt in self.book.installed.values():
-            if flt.cls in classids:
-                key = (flt, classids[flt.cls])
-                u32 = built.get(key) or to_u32_filter(flt, classids, mirrored=mirrored)
-                kept[key] = u32
-                extra[u32.ident] = u32
+            classid = classids.get(flt.cls)
+            if classid is None:
+                continue
+            # Keyed by node, checked by identity: hashing a flow hashes its addresses,
+            # which costs more than the rest of this loop.
+            entry = built.get(flt.node)
+            if entry is not None and entry[0] is flt and entry[1].classid == classid:
+                u32 = entry[1]
+            else:
+                u32 = to_u32_filter(flt, classids, mirrored=mirrored)
+            kept[flt.node] = (flt, u32)
+            extra[u32.ident] = u32
         self._built[mirrored] = kept
         return DeviceTree(ifname=tree.ifname, root=tree.root, classes=tree.classes,
                           leaves=tree.leaves, filters={**tree.filters, **extra})

@@ -169,10 +169,16 @@ def match_keys(match: Match, *, mirrored: bool) -> list[tuple[U32Key, ...]]:
     return list(_match_keys(match, mirrored))
 
 
+def _address(value: IPAddress | str) -> IPAddress:
+    if isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+        return value
+    return ipaddress.ip_address(value)
+
+
 def flow_keys(proto: int, src: IPAddress | str, dst: IPAddress | str, sport: int, dport: int,
               *, mirrored: bool = False) -> tuple[U32Key, ...]:
     """The keys matching exactly one transport 5-tuple (as seen on egress unless mirrored)."""
-    src_ip, dst_ip = ipaddress.ip_address(src), ipaddress.ip_address(dst)
+    src_ip, dst_ip = _address(src), _address(dst)
     if src_ip.version != dst_ip.version:
         raise U32MatchError(f"flow mixes address families: {src_ip} -> {dst_ip}")
     if proto not in PORT_PROTOCOLS:
@@ -180,8 +186,8 @@ def flow_keys(proto: int, src: IPAddress | str, dst: IPAddress | str, sport: int
     for port in (sport, dport):
         if not 0 <= port <= 0xFFFF:
             raise U32MatchError(f"port {port} outside 0-65535")
-    src_net = ipaddress.ip_network(src_ip)
-    dst_net = ipaddress.ip_network(dst_ip)
+    src_net = ipaddress.ip_network((int(src_ip), src_ip.max_prefixlen))   # no string parsing:
+    dst_net = ipaddress.ip_network((int(dst_ip), dst_ip.max_prefixlen))   # a filter per new flow
     sp, dp = (sport, 0xFFFF), (dport, 0xFFFF)
     if mirrored:
         src_net, dst_net, sp, dp = dst_net, src_net, dp, sp
