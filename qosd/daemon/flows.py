@@ -91,14 +91,14 @@ class FlowStep:
             classid = classids.get(flt.cls)
             if classid is None:
                 continue
-            # Keyed by node, checked by identity: hashing a flow hashes its addresses,
-            # which costs more than the rest of this loop.
-            entry = built.get(flt.node)
+            # Keyed by identity (the entry holds the filter, so its id stays its own):
+            # hashing a flow hashes its addresses, which costs more than this whole loop.
+            entry = built.get(id(flt))
             if entry is not None and entry[0] is flt and entry[1].classid == classid:
                 u32 = entry[1]
             else:
                 u32 = to_u32_filter(flt, classids, mirrored=mirrored)
-            kept[flt.node] = (flt, u32)
+            kept[id(flt)] = (flt, u32)
             extra[u32.ident] = u32
         self._built[mirrored] = kept
         return DeviceTree(ifname=tree.ifname, root=tree.root, classes=tree.classes,
