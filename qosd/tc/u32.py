@@ -207,8 +207,8 @@ def local_end_keys(proto: int, src: IPAddress | str, sport: int, *,
     net = None if src_ip.is_unspecified else ipaddress.ip_network(src_ip)
     port = (sport, 0xFFFF)
     if mirrored:
-        return _keys(src_ip.version, proto, None, net, None, port, None)
-    return _keys(src_ip.version, proto, net, None, port, None, None)
+        return _keys(src_ip.version, proto, None, net, None, port, None, intern=False)
+    return _keys(src_ip.version, proto, net, None, port, None, None, intern=False)
 
 
 def u32_matches(keys: tuple[U32Key, ...] | list[U32Key], packet: bytes) -> bool:
