@@ -4,9 +4,10 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 WHEELS  := $(wildcard /opt/wheels)
 PIPOPTS := -q $(if $(WHEELS),--find-links $(WHEELS))
-APT_PKGS := iperf3 iproute2 ethtool iputils-ping tmux
+# systemd: only for `systemd-analyze verify` of deploy/systemd/qosd.service in the tests.
+APT_PKGS := iperf3 iproute2 ethtool iputils-ping tmux systemd
 
-.PHONY: install system-deps test unit integration bench demo clean
+.PHONY: install system-deps test unit integration lint-imports bench demo clean
 
 install: $(STAMP)
 
@@ -21,7 +22,7 @@ system-deps:
 $(STAMP): pyproject.toml | system-deps
 	python3 -m venv $(VENV)
 	$(PY) -m pip install $(PIPOPTS) torch==2.13.0
-	$(PY) -m pip install $(PIPOPTS) -e '.[test]'
+	$(PY) -m pip install $(PIPOPTS) -e '.[collectives,lab,test]'
 	touch $(STAMP)
 
 test: install
@@ -32,6 +33,11 @@ unit: install
 
 integration: install
 	$(PY) -m pytest -q -p no:cacheprovider integration
+
+# The layer contracts of pyproject's [tool.importlinter]; tests/test_import_contracts.py runs
+# them too, so `make test` and `make unit` fail when one breaks.
+lint-imports: install
+	$(VENV)/bin/lint-imports --no-cache
 
 bench: install
 	$(PY) -m integration.bench

@@ -21,3 +21,8 @@ class NetlinkError(QosdError):
 
 class NotOurs(BadInput):
     """The device holds tc objects qosd did not create and `--force` was not given."""
+
+
+class MissingExtra(QosdError):
+    """A command of an optional part (`qosd[lab]`, `qosd[pcap]`) whose packages are not
+    installed; the message names the extra to install (exit 1)."""

@@ -22,7 +22,7 @@ from policies.model import Policy
 from qosd.classify.dynamic import FiveTuple
 from qosd.classify.memo import MemoClassifier
 from qosd.classify.packets import UnsupportedLinkType, network_layer, summarize
-from qosd.errors import BadInput
+from qosd.errors import BadInput, MissingExtra
 
 DEFAULT_TOP = 10
 _PCAP_HEADER_BYTES, _PCAP_RECORD_BYTES = 24, 16
@@ -81,8 +81,12 @@ def _frames(path: str) -> Iterator[tuple[int, bytes]]:
     record header, so we listen to their warnings and, for classic pcap, account for every
     byte of the file ourselves.
     """
-    from scapy.error import Scapy_Exception
-    from scapy.utils import RawPcapNgReader, RawPcapReader
+    try:
+        from scapy.error import Scapy_Exception
+        from scapy.utils import RawPcapNgReader, RawPcapReader
+    except ImportError as exc:
+        raise MissingExtra("classify --pcap needs scapy: pip install 'qosd[pcap]' "
+                           f"({exc})") from None
 
     log = logging.getLogger("scapy.runtime")
     catcher = _ScapyWarnings()

@@ -1,12 +1,15 @@
 """`qosd demo`: the headline scenario on this machine, FIFO first and then qosd.
 
-The demo builds its own hosts out of network namespaces (addresses from 198.18.0.0/15 only),
+It belongs to the lab (`pip install 'qosd[lab]'`): the agent's CLI loads this module only when
+`demo` is asked for, and says which extra is missing instead of failing on an import. The demo
+builds its own hosts out of network namespaces (addresses from 198.18.0.0/15 only),
 so it touches nothing of the machine's real network, and removes them on exit, Ctrl-C
 included. It needs root for the namespaces and tc, like the daemon itself.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import sys
@@ -15,7 +18,11 @@ from typing import Mapping
 
 import click
 
-from qosd.cli import main
+from qosd.errors import MissingExtra
+
+# What the scenario imports once it runs (the gloo all-reduce, the plot); checked without
+# importing them, so `qosd --help` stays fast.
+NEEDS = ("torch", "matplotlib")
 
 ROWS = (
     ("step time mean (s)", lambda r: f"{r.mean_step_s:.3f}"),
@@ -47,7 +54,15 @@ def _needs_root() -> str | None:
     return None
 
 
-@main.command()
+def check_installed() -> None:
+    """Raise `MissingExtra` naming what the lab extra would bring and is not installed."""
+    missing = [name for name in NEEDS if importlib.util.find_spec(name) is None]
+    if missing:
+        raise MissingExtra(f"demo needs the lab extra: pip install 'qosd[lab]' "
+                           f"(missing: {', '.join(missing)})")
+
+
+@click.command()
 @click.option("--seconds", type=click.FloatRange(5, 300), default=60.0, show_default=True,
               help="Compute time per mode.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="out",
@@ -58,6 +73,7 @@ def demo(seconds: float, out_dir: str) -> None:
     Prints step time, disk throughput and queueing delay side by side and writes a plot of
     both runs over time, with the controller's decisions marked.
     """
+    check_installed()
     problem = _needs_root()
     if problem:
         click.echo(f"qosd: {problem}", err=True)
