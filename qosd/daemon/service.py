@@ -46,6 +46,7 @@ from qosd.daemon.loop import ControlLoop
 from qosd.daemon.paths import PathMonitor
 from qosd.daemon.publish import RepairLog, capture
 from qosd.daemon.recorder import RecordedTelemetry, RecorderConfig, open_recorder
+from qosd.daemon.sdnotify import Notifier
 from qosd.daemon.snapshot import DaemonSnapshot, Repair, State
 from qosd.errors import BadInput, NotOurs, QosdError
 from qosd.measure.errors import MeasureError
@@ -65,6 +66,7 @@ DEFAULT_SOCKET = "/run/qosd/qosd.sock"
 DEFAULT_METRICS = ("127.0.0.1", 9108)
 RESYNC_BUDGET = 0.005          # share of a core the periodic re-read of the kernel may take
 INTERFACE_POLL_S = 0.5
+INTERFACE_WAIT_EXTEND_S = 30.0  # each poll while waiting pushes systemd's start timeout this far
 PROBER_STOP_S = 1.0
 WANT_OPEN_FILES = 8192
 
@@ -90,18 +92,25 @@ class DaemonConfig:
 
 
 class Watchdog(threading.Thread):
-    """Restores the static tree if no tick completes for `stall_s` seconds."""
+    """Restores the static tree if no tick completes for `stall_s` seconds.
 
-    def __init__(self, stall_s: float, fallback) -> None:
+    Each kick is passed on to `on_kick` (systemd's WATCHDOG=1), so the supervisor sees the same
+    liveness: it restarts a daemon whose loop stopped turning, after this thread has already
+    put the static tree back.
+    """
+
+    def __init__(self, stall_s: float, fallback, on_kick=lambda: None) -> None:
         super().__init__(name="qosd-watchdog", daemon=True)
         self.stall_s = stall_s
         self.fallback = fallback
+        self.on_kick = on_kick
         self.last_tick_s = time.monotonic()
         self.tripped = 0
         self._stop = threading.Event()
 
     def kick(self) -> None:
         self.last_tick_s = time.monotonic()
+        self.on_kick()
 
     def stop(self) -> None:
         self._stop.set()
@@ -143,6 +152,7 @@ class Daemon:
         self._suspect: str | None = None        # why the kernel may no longer hold our tree
         self._next_resync_s = 0.0
         self._last_tick_error = ""
+        self.notifier = Notifier.from_environment()     # systemd's READY/WATCHDOG, or nothing
 
     # -- the kernel worker ----------------------------------------------------------------
     async def _in_worker(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -311,6 +321,7 @@ class Daemon:
         self.state = "waiting-for-interface"
         self.snapshot = self._capture()
         while await self._in_worker(self._ifindex_now) is None:
+            self.notifier.extend_timeout(INTERFACE_WAIT_EXTEND_S, f"waiting for interface {name}")
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.stop_event.wait(), INTERFACE_POLL_S)
             if self.stop_event.is_set():
@@ -346,14 +357,16 @@ class Daemon:
                 stack.push_async_callback(self._in_worker, self._leave)
                 self._watch_kernel(stack)
                 watchdog = Watchdog(max(self.config.stall_s, 10 * self.policy.control.interval_s),
-                                    self._fallback_to_static)
+                                    self._fallback_to_static, on_kick=self.notifier.watchdog)
                 watchdog.start()
                 stack.callback(watchdog.stop)
                 log.info("qosd running on %s with %s (pid %d; %d ops to install or complete "
                          "the tree)", self.policy.interface, self.config.policy_path,
                          os.getpid(), ops)
+                self.notifier.ready(f"shaping {self.policy.interface}")
                 await self._control(watchdog)
         finally:
+            self.notifier.stopping()
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 aio.remove_signal_handler(sig)
         return 0
