@@ -4,15 +4,8 @@ import socket
 
 import pytest
 
+from qosd.daemon.loop import ManualClock
 from qosd.daemon.sdnotify import Notifier
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 50.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -57,11 +50,11 @@ def test_ready_status_and_stopping_reach_the_socket(supervisor):
 
 
 def test_watchdog_pings_at_most_every_quarter_interval(supervisor):
-    clock = Clock()
-    notifier = Notifier(supervisor.path, watchdog_s=2.0, clock=clock)
+    clock = ManualClock(50.0)
+    notifier = Notifier(supervisor.path, watchdog_s=2.0, clock=clock.monotonic)
     for _ in range(10):                 # ten 100 ms ticks: 1 s
         notifier.watchdog()
-        clock.now += 0.1
+        clock.t_s += 0.1
     assert supervisor() == ["WATCHDOG=1", "WATCHDOG=1"]     # at 0 s and at 0.5 s
     notifier.close()
 
@@ -97,12 +90,25 @@ def test_abstract_socket_address():
 
 
 def test_a_vanished_supervisor_never_raises_and_is_logged_once(tmp_path, caplog):
-    clock = Clock()
-    notifier = Notifier(str(tmp_path / "gone"), watchdog_s=1.0, clock=clock)
+    clock = ManualClock(50.0)
+    notifier = Notifier(str(tmp_path / "gone"), watchdog_s=1.0, clock=clock.monotonic)
     with caplog.at_level(logging.WARNING, logger="qosd.daemon.sdnotify"):
         for _ in range(5):
             notifier.watchdog()
-            clock.now += 1.0
+            clock.t_s += 1.0
         notifier.stopping()
     assert notifier.sent == 0
     assert len(caplog.records) == 1 and "sd_notify" in caplog.records[0].getMessage()
+
+
+def test_the_stall_watchdog_passes_each_kick_on_to_systemd(supervisor):
+    from qosd.daemon.service import Watchdog
+
+    clock = ManualClock(50.0)
+    notifier = Notifier(supervisor.path, watchdog_s=0.4, clock=clock.monotonic)
+    dog = Watchdog(stall_s=10.0, fallback=lambda: None, on_kick=notifier.watchdog)
+    dog.kick()
+    clock.t_s += 0.2
+    dog.kick()
+    assert supervisor() == ["WATCHDOG=1", "WATCHDOG=1"]
+    notifier.close()
