@@ -16,9 +16,14 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
-from collectives.daemon import DaemonClient, DaemonError, DaemonFailure, DaemonProtocolError
 from collectives.planner import KIB, ring_bus_factor
 from collectives.telemetry import CollectiveRecord
+from qosd.api.client import ApiClient
+from qosd.api.errors import ApiError, ApiUnavailable
+from qosd.api.protocol import MalformedReply
+
+# Everything the client raises when a request got no usable reply; training never sees them.
+DaemonFailure = (ApiError, ApiUnavailable)
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +118,7 @@ def parse_grants(result: dict[str, Any], class_name: str) -> Grant:
         peers = result.get("peers", {}).values()
         rtts = [float(peer["rtt_s"]) for peer in peers if peer.get("rtt_s") is not None]
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
-        raise DaemonProtocolError(f"malformed grants reply: {exc!r}") from exc
+        raise MalformedReply(f"malformed grants reply: {exc!r}") from exc
     return Grant(rate if rate and rate > 0 else None, max(rtts) if rtts else None, "daemon")
 
 
@@ -129,7 +134,7 @@ class DaemonGrantSource:
     def __init__(self, socket_path: str | None = None, class_name: str = "compute", timeout_s: float = 0.2,
                  refresh_s: float = 0.1, retry_s: float = 2.0, pid: int | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.client = DaemonClient(socket_path, timeout_s)
+        self.client = ApiClient(socket_path, timeout_s)
         self.class_name = class_name
         self.refresh_s = refresh_s
         self.retry_s = retry_s
@@ -156,10 +161,10 @@ class DaemonGrantSource:
             replies = self.client.call_many(calls)
             if not self._registered:
                 self._registered = True
-                if isinstance(replies[0], DaemonError):
+                if isinstance(replies[0], ApiError):
                     log.debug("qosd refused to register pid %d as %s: %s",
                               self.pid, self.class_name, replies[0])
-            if isinstance(replies[-1], DaemonError):
+            if isinstance(replies[-1], ApiError):
                 raise replies[-1]
             grant = parse_grants(replies[-1], self.class_name)
         except DaemonFailure as exc:
@@ -182,24 +187,24 @@ class DaemonGrantSource:
             self.dropped_records += len(records)
             self._fail(exc, now)
             return
-        self.dropped_records += sum(isinstance(r, DaemonError) for r in replies)
+        self.dropped_records += sum(isinstance(r, ApiError) for r in replies)
         self._recover()
 
     def close(self) -> None:
         self.client.close()
 
-    def _fail(self, exc: DaemonFailure, now: float) -> None:
+    def _fail(self, exc: ApiError | ApiUnavailable, now: float) -> None:
         self._retry_at = now + self.retry_s
         self._registered = False
         self._cached = None
         if not self._failing:
             log.debug("qosd daemon at %s unavailable, using measured grants: %s",
-                      self.client.socket_path, exc)
+                      self.client.path, exc)
             self._failing = True
 
     def _recover(self) -> None:
         if self._failing:
-            log.debug("qosd daemon at %s reachable again", self.client.socket_path)
+            log.debug("qosd daemon at %s reachable again", self.client.path)
             self._failing = False
 
 

@@ -81,7 +81,7 @@ def _big_tree(ifname: str, count: int) -> TcTree:
 def _tc_batch(tree: TcTree) -> str:
     eg, dev = tree.egress, tree.egress.ifname
     assert eg.root is not None
-    lines = [f"qdisc add dev {dev} root handle 905d: htb default {eg.root.default_minor:x} "
+    lines = [f"qdisc add dev {dev} root handle {fmt_handle(ROOT_HANDLE)} htb default {eg.root.default_minor:x} "
              f"r2q {eg.root.r2q}"]
     for cid in sorted(eg.classes):
         c = eg.classes[cid]

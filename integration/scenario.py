@@ -27,6 +27,7 @@ import math
 from dataclasses import dataclass, replace
 
 from integration.testbed import Host, Testbed
+from policies.units import format_rate_bps
 
 MODES = ("alone", "fifo", "static", "qosd")
 STATIC_LINK_BPS = 95_000_000
@@ -179,20 +180,14 @@ def build_topology(tb: Testbed, cfg: ScenarioConfig) -> Topology:
     return topo
 
 
-def _rate(bps: int) -> str:
-    from policies.units import format_rate_bps
-
-    return format_rate_bps(bps)
-
-
 def _matches(nets: list[str]) -> str:
     return "[" + ", ".join(f"{{dst: {net}}}" for net in nets) + "]"
 
 
 def _link(egress_bps: int, cfg: ScenarioConfig | None) -> str:
-    ingress = (f", ingress: {_rate(min(egress_bps, cfg.ingress_bps))}"
+    ingress = (f", ingress: {format_rate_bps(min(egress_bps, cfg.ingress_bps))}"
                if cfg is not None and cfg.direction == "down" else "")
-    return f"link: {{egress: {_rate(egress_bps)}{ingress}}}"
+    return f"link: {{egress: {format_rate_bps(egress_bps)}{ingress}}}"
 
 
 def static_policy_yaml(topo: Topology, cfg: ScenarioConfig | None = None) -> str:
@@ -203,12 +198,12 @@ def static_policy_yaml(topo: Topology, cfg: ScenarioConfig | None = None) -> str
         f"interface: {topo.host_iface}",
         _link(STATIC_LINK_BPS, cfg),
         "classes:",
-        f"  compute: {{priority: 0, guarantee: {_rate(STATIC_COMPUTE_BPS)}, "
-        f"ceil: {_rate(STATIC_LINK_BPS)}, match: {_matches(topo.nets(topo.compute))}}}",
-        f"  disk: {{priority: 1, guarantee: {_rate(STATIC_DISK_BPS)}, "
-        f"ceil: {_rate(STATIC_LINK_BPS)}, match: {_matches(topo.nets([topo.disk]))}}}",
-        f"  other: {{priority: 1, guarantee: {_rate(STATIC_OTHER_BPS)}, "
-        f"ceil: {_rate(STATIC_LINK_BPS)}, default: true}}",
+        f"  compute: {{priority: 0, guarantee: {format_rate_bps(STATIC_COMPUTE_BPS)}, "
+        f"ceil: {format_rate_bps(STATIC_LINK_BPS)}, match: {_matches(topo.nets(topo.compute))}}}",
+        f"  disk: {{priority: 1, guarantee: {format_rate_bps(STATIC_DISK_BPS)}, "
+        f"ceil: {format_rate_bps(STATIC_LINK_BPS)}, match: {_matches(topo.nets([topo.disk]))}}}",
+        f"  other: {{priority: 1, guarantee: {format_rate_bps(STATIC_OTHER_BPS)}, "
+        f"ceil: {format_rate_bps(STATIC_LINK_BPS)}, default: true}}",
         "",
     ])
 

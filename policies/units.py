@@ -106,9 +106,21 @@ def parse_duration_s(text: object) -> float:
     return seconds
 
 
-def format_rate_bps(bps: int) -> str:
-    """tc's spelling of a rate, exact: the largest unit that needs at most 3 decimals."""
-    for unit, scale in sorted(RATE_UNITS_BPS.items(), key=lambda kv: -kv[1]):
+def format_rate_bps(bps: float, digits: int | None = None) -> str:
+    """tc's spelling of a rate (`70mbit`, `1.5gbit`, `999bit`): the one rate formatter.
+
+    Exact by default, for text that must parse back to the same number (policy messages,
+    generated policies, tc plans): the largest unit that needs at most 3 decimals. With
+    `digits`, for tables people read: the largest unit not above the rate, rounded
+    (`14.9mbit`).
+    """
+    units = sorted(RATE_UNITS_BPS.items(), key=lambda kv: -kv[1])
+    if digits is not None:
+        for unit, scale in units:
+            if bps >= scale > 1:
+                return f"{bps / scale:.{digits}f}{unit}"
+        return f"{bps:.0f}bit"
+    for unit, scale in units:
         if bps >= scale and (bps * 1000) % scale == 0:
             digits = f"{Decimal(bps) / scale:f}"
             return (digits.rstrip("0").rstrip(".") if "." in digits else digits) + unit

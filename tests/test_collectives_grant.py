@@ -4,7 +4,6 @@ import time
 
 import pytest
 
-from collectives.daemon import DaemonClient, DaemonError, DaemonProtocolError, DaemonUnavailable
 from collectives.grant import (
     ChainedGrantSource,
     DaemonGrantSource,
@@ -13,8 +12,11 @@ from collectives.grant import (
     MeasuredGrantSource,
     parse_grants,
 )
-from collectives.fake_daemon import FakeDaemon
 from collectives.telemetry import CollectiveRecord, RecordingSink, TelemetryLog
+from qosd.api.client import ApiClient
+from qosd.api.errors import ApiError, ApiUnavailable
+from qosd.api.protocol import MalformedReply
+from qosd.api.testing import FakeDaemon
 
 
 @pytest.fixture
@@ -126,26 +128,27 @@ def test_recovers_and_registers_again_after_the_daemon_returns(daemon, open_sour
 
 
 def test_malformed_grants_are_a_protocol_error():
-    with pytest.raises(DaemonProtocolError):
+    with pytest.raises(MalformedReply):
         parse_grants({"classes": {"compute": {"rate_bps": "fast"}}}, "compute")
-    with pytest.raises(DaemonProtocolError):
+    with pytest.raises(MalformedReply):
         parse_grants({"classes": [], "peers": {}}, "compute")
     assert parse_grants({"classes": {"compute": {"rate_bps": 0}}}, "compute") == Grant(None, None, "daemon")
 
 
 def test_client_pipelines_calls_and_reports_errors_per_call(daemon):
-    client = DaemonClient(daemon.path)
+    client = ApiClient(daemon.path)
     register = ("register", {"pid": 1, "class": "compute"})
     replies = client.call_many([("grants", None), ("bogus", {}), register])
     assert replies[0]["link"] == {"egress_bps": 100_000_000}
-    assert isinstance(replies[1], DaemonError) and replies[1].code == "internal"
+    assert isinstance(replies[1], ApiError) and replies[1].code == "unknown-method"
     assert replies[2] == {"ok": True}
     assert [r["id"] for r in daemon.requests] == [1, 2, 3]
-    with pytest.raises(DaemonError):
+    assert daemon.connections == 1
+    with pytest.raises(ApiError):
         client.call("bogus")
     client.close()
-    with pytest.raises(DaemonUnavailable):
-        DaemonClient(daemon.path + ".missing").call("grants")
+    with pytest.raises(ApiUnavailable):
+        ApiClient(daemon.path + ".missing").call("grants")
 
 
 def test_measured_source_converts_to_bus_bandwidth_and_smooths():

@@ -6,12 +6,12 @@ import torch
 import torch._dynamo  # noqa: F401  DDP imports it on first use: once here, not in every forked rank
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from collectives.fake_daemon import FakeDaemon
 from collectives.grant import FixedGrantSource, Grant
 from collectives.hook import AdaptiveState, adaptive_allreduce_hook, decode_grant, encode_grant
 from collectives.planner import MIB, ChunkLimits, plan_chunks
 from collectives.telemetry import RecordingSink
 from collectives.testing import run_world
+from qosd.api.testing import FakeDaemon
 
 LIMITS = ChunkLimits(min_chunk_bytes=64, default_chunk_bytes=4096, target_chunk_s=0.02)
 KBIT = 1000

@@ -87,3 +87,10 @@ def test_bad_durations(text: object, fragment: str) -> None:
 def test_format_rate_is_exact_and_tc_like(bps: int, text: str) -> None:
     assert format_rate_bps(bps) == text
     assert parse_rate_bps(text) == bps
+
+
+@pytest.mark.parametrize("bps, text", [(14_900_000, "14.9mbit"), (41_500_000.0, "41.5mbit"),
+                                       (1000, "1.0kbit"), (999, "999bit"),
+                                       (1_234_567_891, "1.2gbit")])
+def test_format_rate_for_tables_rounds_in_the_largest_unit(bps: float, text: str) -> None:
+    assert format_rate_bps(bps, digits=1) == text

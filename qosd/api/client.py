@@ -1,29 +1,32 @@
-"""Blocking client for the local API, standard library only.
+"""Blocking client for the local API, standard library only: the one client of the daemon, for
+the CLI, collectives and scripts alike.
 
-Collectives call it once per step from training code, so it keeps one connection open,
-reconnects once if the daemon restarted, and turns every way of "no daemon" into
-`ApiUnavailable` so callers can fall back to their own measurements.
+Collectives call it once per training step, so it keeps one connection open, reconnects once
+if the daemon restarted, sends several requests before reading any reply (the daemon answers
+in order: a step's telemetry and its grant cost one round trip), and bounds a whole exchange
+by `timeout_s`. Every way of "no daemon" is `ApiUnavailable` (`ApiTimeout` when it stopped
+answering), a reply out of step is `MalformedReply`, so callers can fall back to their own
+measurements on exactly those.
 """
 
 from __future__ import annotations
 
 import itertools
-import os
 import socket
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from qosd.api.address import DEFAULT_SOCKET, SOCKET_ENV, default_socket_path
 from qosd.api.errors import ApiError, ApiTimeout, ApiUnavailable
-from qosd.api.protocol import MalformedReply, encode_request, parse_reply
+from qosd.api.protocol import MalformedReply, decode_reply, encode_request
 
-DEFAULT_SOCKET = "/run/qosd/qosd.sock"
-SOCKET_ENV = "QOSD_SOCKET"
+__all__ = ["ApiClient", "Call", "DEFAULT_SOCKET", "SOCKET_ENV", "default_socket_path"]
+
 MAX_REPLY_BYTES = 16 * 1024 * 1024
 
-
-def default_socket_path() -> str:
-    return os.environ.get(SOCKET_ENV) or DEFAULT_SOCKET
+Call = tuple[str, "Mapping[str, Any] | None"]
 
 
 class ApiClient:
@@ -40,27 +43,33 @@ class ApiClient:
     def call(self, method: str, params: Mapping[str, Any] | None = None, /,
              **kwargs: Any) -> dict[str, Any]:
         """Send one request and return its result; `params` allows keys such as `class`."""
-        merged = {**(params or {}), **kwargs}
+        (outcome,) = self.call_many([(method, {**(params or {}), **kwargs})])
+        if isinstance(outcome, ApiError):
+            raise outcome
+        return outcome
+
+    def call_many(self, calls: Sequence[Call]) -> list[dict[str, Any] | ApiError]:
+        """Pipeline `calls` on one connection; per call, its result or the `ApiError` it got."""
+        if not calls:
+            return []
         with self._lock:
-            request_id = next(self._ids)
-            line = encode_request(request_id, method, merged)
+            ids = [next(self._ids) for _ in calls]
+            payload = b"".join(encode_request(rid, method, params or {})
+                               for rid, (method, params) in zip(ids, calls))
             reused = self._sock is not None
             try:
-                reply = self._exchange(line)
+                lines = self._exchange(payload, len(calls))
             except ApiTimeout:
-                raise  # the daemon may still act on it: sending it again could count it twice
+                raise  # the daemon may still act on them: sending again could count them twice
             except ApiUnavailable:
                 if not reused:
                     raise
-                reply = self._exchange(line)
+                lines = self._exchange(payload, len(calls))
             try:
-                reply_id, result = parse_reply(reply)
-                if reply_id != request_id:
-                    raise MalformedReply(f"reply id {reply_id!r} does not match {request_id}")
+                return [self._outcome(line, want) for line, want in zip(lines, ids)]
             except MalformedReply:
                 self._drop()
                 raise
-            return result
 
     def close(self) -> None:
         with self._lock:
@@ -72,11 +81,22 @@ class ApiClient:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _exchange(self, line: bytes) -> bytes:
+    @staticmethod
+    def _outcome(line: bytes, want: int) -> dict[str, Any] | ApiError:
+        reply_id, outcome = decode_reply(line)
+        # An error the server sent before it could read the request's id (busy, too large)
+        # carries no id; it still answers this request.
+        if reply_id != want and not (reply_id is None and isinstance(outcome, ApiError)):
+            raise MalformedReply(f"reply id {reply_id!r} does not match {want}")
+        return outcome
+
+    def _exchange(self, payload: bytes, replies: int) -> list[bytes]:
+        deadline = time.monotonic() + self.timeout_s
         sock = self._connect()
         try:
-            sock.sendall(line)
-            return self._read_line(sock)
+            sock.settimeout(self.timeout_s)
+            sock.sendall(payload)
+            return [self._read_line(sock, deadline) for _ in range(replies)]
         except TimeoutError:
             self._drop()
             raise ApiTimeout(f"daemon at {self.path} did not answer within "
@@ -108,11 +128,15 @@ class ApiClient:
         self._buffer = b""
         return sock
 
-    def _read_line(self, sock: socket.socket) -> bytes:
+    def _read_line(self, sock: socket.socket, deadline: float) -> bytes:
         while b"\n" not in self._buffer:
             if len(self._buffer) > MAX_REPLY_BYTES:
                 self._drop()
-                raise ApiError("too-large", f"reply exceeds {MAX_REPLY_BYTES} bytes")
+                raise MalformedReply(f"reply exceeds {MAX_REPLY_BYTES} bytes")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError
+            sock.settimeout(remaining)
             chunk = sock.recv(65536)
             if not chunk:
                 raise ConnectionResetError(0, "daemon closed the connection")

@@ -228,8 +228,11 @@ def encode_request(request_id: RequestId, method: str, params: Mapping[str, Any]
     return _dump({"id": request_id, "method": method, "params": dict(params)})
 
 
-def parse_reply(line: bytes) -> tuple[RequestId, dict[str, Any]]:
-    """The (id, result) of a reply line; an error reply raises `ApiError` with its code."""
+def decode_reply(line: bytes) -> tuple[RequestId, dict[str, Any] | ApiError]:
+    """The id of a reply line and its result, or the `ApiError` it carries.
+
+    Raises `MalformedReply` when the line is not a reply at all.
+    """
     try:
         doc = json.loads(line.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
@@ -238,8 +241,17 @@ def parse_reply(line: bytes) -> tuple[RequestId, dict[str, Any]]:
         raise MalformedReply("reply is not a JSON object")
     error = doc.get("error")
     if isinstance(error, dict):
-        raise ApiError(str(error.get("code", INTERNAL)), str(error.get("message", "")))
+        return doc.get("id"), ApiError(str(error.get("code", INTERNAL)),
+                                       str(error.get("message", "")))
     result = doc.get("result")
     if not isinstance(result, dict):
         raise MalformedReply("reply has neither result nor error")
     return doc.get("id"), result
+
+
+def parse_reply(line: bytes) -> tuple[RequestId, dict[str, Any]]:
+    """The (id, result) of a reply line; an error reply raises `ApiError` with its code."""
+    reply_id, outcome = decode_reply(line)
+    if isinstance(outcome, ApiError):
+        raise outcome
+    return reply_id, outcome

@@ -9,6 +9,7 @@ import sys
 
 import click
 
+from qosd.api.address import default_socket_path
 from qosd.cli import main
 from qosd.errors import BadInput
 
@@ -36,8 +37,8 @@ def _group_id(name: str | None) -> int | None:
 @main.command()
 @click.option("--policy", "policy_path", required=True, type=click.Path(dir_okay=False),
               help="The policy file; SIGHUP re-reads it (an invalid file keeps the old one).")
-@click.option("--socket", "socket_path", default="/run/qosd/qosd.sock", show_default=True,
-              help="The local API's Unix socket.")
+@click.option("--socket", "socket_path", default=None, metavar="PATH",
+              help="The local API's Unix socket (default: $QOSD_SOCKET or /run/qosd/qosd.sock).")
 @click.option("--socket-group", default=None, metavar="GROUP",
               help="Group owning the API socket (mode 0660), e.g. qosd: its members (training "
                    "jobs) may read grants and register their own processes.")
@@ -56,8 +57,8 @@ def _group_id(name: str | None) -> int | None:
               help="Share of one core flow classification may use. A pass costs at least the "
                    "kernel's TCP and UDP hash walks (~4 ms on some hosts): raise this for new "
                    "flows classified within one control interval.")
-@click.option("--state-dir", default="/run/qosd", show_default=True,
-              help="Where class names are remembered between runs.")
+@click.option("--state-dir", default=None, metavar="DIR",
+              help="Where class names are remembered between runs (default: /run/qosd).")
 @click.option("--recorder-dir", default="/var/lib/qosd/recorder", show_default=True,
               help="The flight recorder's ring (network samples, decisions, job steps), kept "
                    "across restarts and read by `qosd report` and `qosd top`; 'off' disables it.")
@@ -69,9 +70,9 @@ def _group_id(name: str | None) -> int | None:
               help="Wait for an absent interface to appear (boot, VPN, USB modem) instead of "
                    "exiting with code 2.")
 @click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
-def run(policy_path: str, socket_path: str, socket_group: str | None, metrics: str,
+def run(policy_path: str, socket_path: str | None, socket_group: str | None, metrics: str,
         clear_on_exit: bool, force: bool, no_reflector: bool, no_echo: bool, no_flows: bool,
-        flow_budget: float, state_dir: str, recorder_dir: str, recorder_max_mb: float,
+        flow_budget: float, state_dir: str | None, recorder_dir: str, recorder_max_mb: float,
         recorder_interval: float, wait_interface: bool, verbose: int) -> None:
     """The daemon: control loop at the policy's interval, local API, metrics.
 
@@ -87,12 +88,13 @@ def run(policy_path: str, socket_path: str, socket_group: str | None, metrics: s
 
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(verbose + 1, 2)]
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config = DaemonConfig(policy_path=policy_path, socket_path=socket_path,
+    config = DaemonConfig(policy_path=policy_path, socket_path=socket_path or default_socket_path(),
                           socket_group=_group_id(socket_group),
                           metrics_addr=None if metrics == "off" else _host_port(metrics),
                           clear_on_exit=clear_on_exit, force=force, reflector=not no_reflector,
                           echo=not no_echo,
-                          flows=not no_flows, flow_budget=flow_budget, state_dir=state_dir,
+                          flows=not no_flows, flow_budget=flow_budget,
+                          state_dir=state_dir or DaemonConfig.state_dir,
                           recorder=None if recorder_dir == "off" else
                           RecorderConfig(recorder_dir, recorder_max_mb, recorder_interval),
                           wait_interface=wait_interface)

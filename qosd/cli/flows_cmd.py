@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from policies.units import format_rate_bps
 from qosd.cli import main
 
 DEFAULT_PRESET = "balanced"
@@ -29,12 +30,7 @@ def collect_flows(policy_path: str | None, netns: str | None) -> list[Any]:
 
 
 def _rate(bps: float | None) -> str:
-    if not bps:
-        return "-"
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if bps >= scale:
-            return f"{bps / scale:.1f}{unit}"
-    return f"{bps:.0f}"
+    return format_rate_bps(bps, digits=1) if bps else "-"
 
 
 def _endpoint(addr: Any, port: int) -> str:
@@ -70,14 +66,14 @@ def flows(policy_path: str | None, cls: str | None, pid: int | None, netns: str 
         click.echo("no matching flows")
         return
     click.echo(f"{'PROTO':<6}{'LOCAL':<28}{'REMOTE':<28}{'DSCP':>5} {'CLASS':<10}{'VIA':<11}"
-               f"{'PID':>7} {'RTT':>8}{'RATE':>8}{'RETX':>6}  COMMAND")
+               f"{'PID':>7} {'RTT':>8}{'RATE':>11}{'RETX':>6}  COMMAND")
     for r in records:
         rtt = f"{r.rtt_s * 1e3:.2f}ms" if r.rtt_s else "-"
         command = (r.cmdline or "")[:40]
         proto = PROTO_NAMES.get(r.proto, str(r.proto))
         click.echo(f"{proto:<6}{_endpoint(r.src, r.sport):<28}{_remote(r):<28}"
                    f"{'-' if r.dscp is None else r.dscp:>5} {r.cls:<10}{r.via:<11}"
-                   f"{'-' if r.pid is None else r.pid:>7} {rtt:>8}{_rate(r.delivery_rate_bps):>8}"
+                   f"{'-' if r.pid is None else r.pid:>7} {rtt:>8}{_rate(r.delivery_rate_bps):>11}"
                    f"{r.total_retrans:>6}  {command}")
 
 

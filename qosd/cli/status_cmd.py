@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from policies.units import format_rate_bps
 from qosd.api.client import ApiClient
 from qosd.cli import main
 
@@ -105,12 +106,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 
 
 def _rate(bps: float | None) -> str:
-    if bps is None:
-        return "-"
-    for unit, scale in (("gbit", 1e9), ("mbit", 1e6), ("kbit", 1e3)):
-        if bps >= scale:
-            return f"{bps / scale:.1f}{unit}"
-    return f"{bps:.0f}bit"
+    return "-" if bps is None else format_rate_bps(bps, digits=1)
 
 
 def _size(n: float | None) -> str:

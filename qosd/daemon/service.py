@@ -36,6 +36,7 @@ from typing import Any, Callable, Mapping
 
 from policies import PolicyError, load_policy
 from policies.model import Policy
+from qosd.api.address import DEFAULT_SOCKET
 from qosd.api.errors import INTERNAL, POLICY_INVALID, ApiError, BAD_REQUEST
 from qosd.api.server import ApiServer
 from qosd.control.decision import Decision
@@ -58,11 +59,11 @@ from qosd.tc import segmentation
 from qosd.tc.build import class_minors
 from qosd.tc.events import KernelEvent, KernelEvents
 from qosd.tc.executor import Reconciler
+from qosd.tc.state import DEFAULT_STATE_DIR
 from qosd.tc.tree import IFB_PREFIX, Op, TcTree
 
 log = logging.getLogger("qosd")
 
-DEFAULT_SOCKET = "/run/qosd/qosd.sock"
 DEFAULT_METRICS = ("127.0.0.1", 9108)
 RESYNC_BUDGET = 0.005          # share of a core the periodic re-read of the kernel may take
 INTERFACE_POLL_S = 0.5
@@ -84,7 +85,7 @@ class DaemonConfig:
     echo: bool = True
     flows: bool = True
     flow_budget: float = 0.015
-    state_dir: str = "/run/qosd"
+    state_dir: str = str(DEFAULT_STATE_DIR)
     stall_s: float = 2.0
     wait_interface: bool = True
     resync_s: float = 1.0

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
+from policies.units import format_rate_bps
 from qosd.tc.tree import (ROOT_CLASSID, HtbClass, HtbRoot, IngressRedirect, LeafQdisc, Op,
-                          TcObject, U32Filter, fmt_handle, fmt_rate, fmt_u32_handle)
+                          TcObject, U32Filter, fmt_handle, fmt_u32_handle)
 
 
 def _fmt_key(key: Any) -> str:
@@ -57,7 +58,7 @@ def describe(op: Op) -> str:
         return f"{head} {fmt_handle(obj.handle)} htb default {obj.default_minor:x}"
     if isinstance(obj, HtbClass):
         line = (f"{head} {fmt_handle(obj.classid)}{_class_label(obj)} "
-                f"rate {fmt_rate(obj.rate_bps)} ceil {fmt_rate(obj.ceil_bps)}")
+                f"rate {format_rate_bps(obj.rate_bps)} ceil {format_rate_bps(obj.ceil_bps)}")
         if op.kind == "add-class":
             line += f" prio {obj.prio} quantum {obj.quantum_bytes} parent {fmt_handle(obj.parent)}"
         elif isinstance(op.before, HtbClass) and op.before.prio != obj.prio:

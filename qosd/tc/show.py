@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
+from policies.units import format_rate_bps
 from qosd.tc.caps import PREFERRED_LEAF, LeafChoice
 from qosd.tc.kernel import ClassStats, TcKernel
-from qosd.tc.tree import fmt_rate
 from qosd.tc.tree import DeviceTree, fmt_handle, minor_of
 
 _NO_STATS = ClassStats(0, 0, 0, 0, 0, 0)
@@ -38,7 +38,7 @@ class ClassView:
 
     def render(self) -> str:
         name = self.name or ("link" if self.parent.endswith(":") else self.classid)
-        rate, ceil = fmt_rate(self.rate_bps), fmt_rate(self.ceil_bps)
+        rate, ceil = format_rate_bps(self.rate_bps), format_rate_bps(self.ceil_bps)
         return (f"  {self.direction:<7} {name:<12} {self.classid:<9} rate {rate:<9} "
                 f"ceil {ceil:<9} prio {self.prio} leaf {self.leaf_kind or '-':<8} "
                 f"sent {self.bytes_total}B drops {self.drops_total} "

@@ -44,14 +44,6 @@ def fmt_handle(handle: int) -> str:
     return f"{major_of(handle):x}:{minor_of(handle):x}" if minor_of(handle) else f"{major_of(handle):x}:"
 
 
-def fmt_rate(bps: int) -> str:
-    """tc's rate spelling, lower case: 30mbit, 1.5gbit, 800bit."""
-    for unit, name in ((10**9, "gbit"), (10**6, "mbit"), (10**3, "kbit")):
-        if bps >= unit:
-            return f"{bps / unit:.6f}".rstrip("0").rstrip(".") + name
-    return f"{bps}bit"
-
-
 def fmt_u32_handle(handle: int) -> str:
     """tc's `htid:bucket:node` spelling of a u32 filter handle, e.g. 800::1."""
     bucket = (handle >> 12) & 0xFF

@@ -16,7 +16,7 @@ from __future__ import annotations
 import socket
 import struct
 
-from qosd.tc.tree import HtbClass, HtbRoot, LeafQdisc, U32Filter, U32Key
+from qosd.tc.tree import INGRESS_HANDLE, HtbClass, HtbRoot, LeafQdisc, U32Filter, U32Key
 
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
 RTM_NEWQDISC, RTM_DELQDISC, RTM_GETQDISC = 36, 37, 38
@@ -29,7 +29,6 @@ CREATE = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL
 MODIFY = NLM_F_REQUEST | NLM_F_ACK
 
 TC_H_ROOT, TC_H_INGRESS, TC_H_MIN_INGRESS = 0xFFFFFFFF, 0xFFFFFFF1, 0xFFF2
-INGRESS_HANDLE = 0xFFFF0000
 ETH_P_ALL = 0x0003
 TCA_KIND, TCA_OPTIONS, TCA_STATS2 = 1, 2, 7
 TCA_STATS_BASIC, TCA_STATS_QUEUE = 1, 3
