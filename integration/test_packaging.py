@@ -9,6 +9,7 @@ what `make test` relies on.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -33,9 +34,14 @@ def _canonical(name: str) -> str:
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("dist")
+    """Built from a copy of the sources, so setuptools' build/ never lands in the checkout."""
+    src, out = tmp_path_factory.mktemp("src"), tmp_path_factory.mktemp("dist")
+    shutil.copy(REPO / "pyproject.toml", src)
+    for package in ("qosd", "policies", "collectives", "integration"):
+        shutil.copytree(REPO / package, src / package,
+                        ignore=shutil.ignore_patterns("__pycache__"))
     built = _run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-                 "-w", out, REPO)
+                 "-w", out, src)
     assert built.returncode == 0, built.stderr
     (path,) = out.glob("qosd-*.whl")
     return path
