@@ -43,8 +43,10 @@ def test_ready_status_and_stopping_reach_the_socket(supervisor):
     notifier.ready("shaping eth0")
     notifier.status("reloaded")
     notifier.reloading()
+    notifier.extend_timeout(30, "waiting for eth0")
     notifier.stopping()
     assert supervisor() == ["READY=1\nSTATUS=shaping eth0", "STATUS=reloaded", "RELOADING=1",
+                            "EXTEND_TIMEOUT_USEC=30000000\nSTATUS=waiting for eth0",
                             "STOPPING=1"]
     notifier.close()
 

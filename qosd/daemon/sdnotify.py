@@ -56,6 +56,12 @@ class Notifier:
     def status(self, text: str) -> None:
         self._send(f"STATUS={text}")
 
+    def extend_timeout(self, seconds: float, status: str = "") -> None:
+        """Still starting, not stuck (waiting for an interface): push systemd's start timeout
+        `seconds` past now, so TimeoutStartSec= bounds a hang but not a wait."""
+        self._send(f"EXTEND_TIMEOUT_USEC={int(seconds * 1e6)}",
+                   f"STATUS={status}" if status else "")
+
     def reloading(self) -> None:
         self._send("RELOADING=1")
 
