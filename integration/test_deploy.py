@@ -5,6 +5,7 @@ daemon is run the way the systemd unit runs it: only the unit's capabilities, $N
 from __future__ import annotations
 
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -38,9 +39,18 @@ def _tool(name: str) -> str:
 
 
 def _unit_value(key: str, text: str | None = None) -> str:
-    text = UNIT.read_text() if text is None else text
+    text = (UNIT.read_text() if text is None else text).replace("\\\n", " ")
     (value,) = re.findall(rf"^{key}=(.*)$", text, flags=re.MULTILINE)
     return value
+
+
+def _unit_arguments(run_dir: Path, policy: Path) -> list[str]:
+    """ExecStart's arguments to qosd, with the unit's paths moved into a test directory."""
+    argv = shlex.split(_unit_value("ExecStart"))
+    assert argv[0] == INSTALLED_QOSD
+    moved = {"/etc/qosd/policy.yaml": str(policy), "/run/qosd": str(run_dir),
+             "/run/qosd/qosd.sock": str(run_dir / "qosd.sock")}
+    return [moved.get(arg, arg) for arg in argv[1:]]
 
 
 def test_systemd_unit_and_drop_in_pass_systemd_analyze_verify(tmp_path):
@@ -67,12 +77,12 @@ def test_systemd_unit_and_drop_in_pass_systemd_analyze_verify(tmp_path):
 
 
 def test_systemd_unit_says_what_the_issue_asks():
-    text = UNIT.read_text()
     assert _unit_value("Type") == "notify" and _unit_value("NotifyAccess") == "main"
     assert _unit_value("CapabilityBoundingSet").split() == ["CAP_NET_ADMIN", "CAP_NET_RAW"]
     assert _unit_value("ProtectSystem") == "strict" and _unit_value("ProtectHome") == "yes"
     assert _unit_value("RuntimeDirectory") == "qosd"
-    assert "--socket /run/qosd/qosd.sock" in text and "--state-dir /run/qosd" in text
+    assert {"--socket", "/run/qosd/qosd.sock", "--state-dir", "/run/qosd"} <= set(
+        shlex.split(_unit_value("ExecStart")))
     assert _unit_value("ExecReload") == "/bin/kill -HUP $MAINPID"
     assert _unit_value("Restart") == "on-failure"
     watchdog_s = int(_unit_value("WatchdogSec").rstrip("s"))
@@ -193,8 +203,7 @@ def test_daemon_with_only_the_units_capabilities_notifies_ready_and_watchdog(tes
     proc = h.python(["-c", "import os, sys; os.execvp('setpriv', ['setpriv', "
                      f"'--bounding-set=-all,{caps}', '--inh-caps=-all', '--no-new-privs', "
                      "sys.executable, '-m', 'qosd', *sys.argv[1:]])",
-                     "run", "--policy", str(policy), "--socket", str(sock_path),
-                     "--state-dir", str(tmp_path), "--metrics", "off", "-v"],
+                     *_unit_arguments(tmp_path, policy), "-v"],
                     env={"NOTIFY_SOCKET": str(tmp_path / "notify"),
                          "WATCHDOG_USEC": "1000000"})
     try:
