@@ -24,7 +24,8 @@ from qosd.tc.kernel import TcKernel
 from qosd.tc.plan import PlanError, invert, plan
 from qosd.tc.show import ShowResult, read_show
 from qosd.tc.state import MinorsStore, fallback_minors
-from qosd.tc.tree import IFB_PREFIX, DeviceTree, HtbRoot, IngressRedirect, Op, TcTree
+from qosd.tc.tree import (IFB_PREFIX, ROOT_HANDLE, DeviceTree, HtbRoot, IngressRedirect, Op,
+                          TcTree, fmt_handle)
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class ApplyResult:
 def _removal_line(op: Op) -> str:
     if isinstance(op.obj, HtbRoot):
         tree = op.removed_tree or DeviceTree(op.device)
-        return (f"{op.device}: htb 905d: with {len(tree.classes)} classes, "
+        return (f"{op.device}: htb {fmt_handle(ROOT_HANDLE)} with {len(tree.classes)} classes, "
                 f"{len(tree.leaves)} leaf qdiscs, {len(tree.filters)} filters")
     if isinstance(op.obj, IngressRedirect):
         return f"{op.device}: ingress redirect to {op.obj.ifb_name}"

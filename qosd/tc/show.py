@@ -12,7 +12,7 @@ from typing import Any, Mapping
 from policies.units import format_rate_bps
 from qosd.tc.caps import PREFERRED_LEAF, LeafChoice
 from qosd.tc.kernel import ClassStats, TcKernel
-from qosd.tc.tree import DeviceTree, fmt_handle, minor_of
+from qosd.tc.tree import ROOT_HANDLE, DeviceTree, fmt_handle, minor_of
 
 _NO_STATS = ClassStats(0, 0, 0, 0, 0, 0)
 
@@ -67,8 +67,8 @@ class ShowResult:
         if self.leaf is not None:
             leaf = self.leaf.kind + (f" (no {PREFERRED_LEAF} in this kernel)"
                                      if self.leaf.degraded else "")
-        head = (f"{self.ifname}: htb 905d: default {self.default_class}, leaf {leaf}, "
-                f"ingress {'via ' + self.ifb if self.ifb else 'not shaped'}")
+        head = (f"{self.ifname}: htb {fmt_handle(ROOT_HANDLE)} default {self.default_class}, "
+                f"leaf {leaf}, ingress {'via ' + self.ifb if self.ifb else 'not shaped'}")
         return "\n".join([head] + [c.render() for c in self.classes])
 
 

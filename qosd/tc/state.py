@@ -20,10 +20,11 @@ import re
 from pathlib import Path
 from typing import Iterable, Mapping
 
+from qosd.api.address import RUN_DIR
 from qosd.errors import BadInput
 from qosd.tc.build import assign_minors
 
-DEFAULT_STATE_DIR = Path("/run/qosd")
+DEFAULT_STATE_DIR = Path(RUN_DIR)        # beside the API socket: one directory to provide
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_.:@+-]{1,64}$")
 FORMAT_VERSION = 1
 
