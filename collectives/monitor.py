@@ -31,8 +31,9 @@ import time
 from collections import deque
 from typing import Any, Callable
 
-from collectives.daemon import DaemonClient, DaemonFailure
 from collectives.steps import Step, StepDetector
+from qosd.api.client import ApiClient
+from qosd.api.errors import ApiError, ApiUnavailable
 from qosd.telemetry import STEP_OP, TelemetryRecord
 
 COLLECTIVES = ("all_reduce", "all_gather", "all_gather_into_tensor", "reduce_scatter",
@@ -66,7 +67,7 @@ class Reporter(threading.Thread):
 
     def __init__(self, socket_path: str | None, flush_s: float = FLUSH_S) -> None:
         super().__init__(name="qosd-monitor", daemon=True)
-        self.client = DaemonClient(socket_path, timeout_s=1.0)
+        self.client = ApiClient(socket_path, timeout_s=1.0)
         self.pending: deque[TelemetryRecord] = deque(maxlen=MAX_PENDING)
         self.flush_s = flush_s
         self.sent = 0
@@ -89,7 +90,7 @@ class Reporter(threading.Thread):
         try:
             self.client.call_many([("telemetry", r.to_params()) for r in batch])
             self.sent += len(batch)
-        except DaemonFailure:
+        except (ApiError, ApiUnavailable):
             self.failed += len(batch)
             self._retry_at = time.monotonic() + RETRY_S
 

@@ -106,20 +106,21 @@ def parse_duration_s(text: object) -> float:
     return seconds
 
 
-def format_rate_bps(bps: float, digits: int | None = None) -> str:
+def format_rate_bps(bps: float, digits: int | None = None, short: bool = False) -> str:
     """tc's spelling of a rate (`70mbit`, `1.5gbit`, `999bit`): the one rate formatter.
 
     Exact by default, for text that must parse back to the same number (policy messages,
     generated policies, tc plans): the largest unit that needs at most 3 decimals. With
     `digits`, for tables people read: the largest unit not above the rate, rounded
-    (`14.9mbit`).
+    (`14.9mbit`); `short` writes the unit as one letter (`14.9M`) where columns are narrow.
     """
     units = sorted(RATE_UNITS_BPS.items(), key=lambda kv: -kv[1])
     if digits is not None:
         for unit, scale in units:
-            if bps >= scale > 1:
-                return f"{bps / scale:.{digits}f}{unit}"
-        return f"{bps:.0f}bit"
+            if abs(bps) >= scale > 1:
+                name = (unit[0] if unit == "kbit" else unit[0].upper()) if short else unit
+                return f"{bps / scale:.{digits}f}{name}"
+        return f"{bps:.0f}" + ("" if short else "bit")
     for unit, scale in units:
         if bps >= scale and (bps * 1000) % scale == 0:
             digits = f"{Decimal(bps) / scale:f}"

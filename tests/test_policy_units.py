@@ -94,3 +94,9 @@ def test_format_rate_is_exact_and_tc_like(bps: int, text: str) -> None:
                                        (1_234_567_891, "1.2gbit")])
 def test_format_rate_for_tables_rounds_in_the_largest_unit(bps: float, text: str) -> None:
     assert format_rate_bps(bps, digits=1) == text
+
+
+@pytest.mark.parametrize("bps, text", [(41_500_000, "41.5M"), (-2_000_000, "-2.0M"),
+                                       (1500, "1.5k"), (999, "999"), (3e9, "3.0G")])
+def test_format_rate_short_for_narrow_columns(bps: float, text: str) -> None:
+    assert format_rate_bps(bps, digits=1, short=True) == text

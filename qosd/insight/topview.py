@@ -13,16 +13,12 @@ from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
+from policies.units import format_rate_bps
 from qosd.insight.timeline import StepView, Timeline
 
 
 def rate(bps: float | None) -> str:
-    if bps is None:
-        return "-"
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(bps) >= scale:
-            return f"{bps / scale:.1f}{unit}"
-    return f"{bps:.0f}"
+    return "-" if bps is None else format_rate_bps(bps, digits=1, short=True)
 
 
 def ms(seconds: float | None) -> str:
