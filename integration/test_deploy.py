@@ -49,7 +49,8 @@ def _unit_arguments(run_dir: Path, policy: Path) -> list[str]:
     argv = shlex.split(_unit_value("ExecStart"))
     assert argv[0] == INSTALLED_QOSD
     moved = {"/etc/qosd/policy.yaml": str(policy), "/run/qosd": str(run_dir),
-             "/run/qosd/qosd.sock": str(run_dir / "qosd.sock")}
+             "/run/qosd/qosd.sock": str(run_dir / "qosd.sock"),
+             "/var/lib/qosd/recorder": str(run_dir / "recorder")}
     return [moved.get(arg, arg) for arg in argv[1:]]
 
 
@@ -214,6 +215,7 @@ def test_daemon_with_only_the_units_capabilities_notifies_ready_and_watchdog(tes
         assert h.run(["tc", "qdisc", "show", "dev", "eth0"]).stdout.count("905d:") >= 1
         links = h.run(["ip", "-br", "link"]).stdout
         assert "qosdp" not in links, "the leaf probe's scratch device is removed"
+        assert any((tmp_path / "recorder").iterdir()), "the recorder writes its ring"
         proc.send_signal(signal.SIGTERM)
         stopping = _read_until(notify, "STOPPING=1", 15, proc)
         _, err = proc.communicate(timeout=15)
