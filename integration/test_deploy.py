@@ -27,6 +27,7 @@ DEPLOY = REPO / "deploy"
 UNIT = DEPLOY / "systemd" / "qosd.service"
 DROP_IN = DEPLOY / "systemd" / "owner-matching.conf"
 INSTALLED_QOSD = "/opt/qosd/bin/qosd"
+SOCKET_TEST_GID = 65534           # stands in for the `qosd` group a real host creates
 
 
 def _tool(name: str) -> str:
@@ -44,14 +45,19 @@ def _unit_value(key: str, text: str | None = None) -> str:
     return value
 
 
-def _unit_arguments(run_dir: Path, policy: Path) -> list[str]:
-    """ExecStart's arguments to qosd, with the unit's paths moved into a test directory."""
+def _unit_arguments(run_dir: Path, policy: Path, group: int) -> list[str]:
+    """ExecStart's arguments to qosd, with the unit's paths moved into a test directory and
+    its socket group (which this host need not have) replaced by `group`."""
     argv = shlex.split(_unit_value("ExecStart"))
     assert argv[0] == INSTALLED_QOSD
     moved = {"/etc/qosd/policy.yaml": str(policy), "/run/qosd": str(run_dir),
              "/run/qosd/qosd.sock": str(run_dir / "qosd.sock"),
              "/var/lib/qosd/recorder": str(run_dir / "recorder")}
-    return [moved.get(arg, arg) for arg in argv[1:]]
+    args = [moved.get(arg, arg) for arg in argv[1:]]
+    at = args.index("--socket-group") + 1
+    assert args[at] == _unit_value("SupplementaryGroups")
+    args[at] = str(group)
+    return args
 
 
 def test_systemd_unit_and_drop_in_pass_systemd_analyze_verify(tmp_path):
@@ -191,7 +197,8 @@ def _read_until(sock: socket.socket, wanted: str, timeout_s: float,
 
 def test_daemon_with_only_the_units_capabilities_notifies_ready_and_watchdog(testbed, tmp_path):
     """What systemd would see: READY=1 once the API answers, WATCHDOG=1 while ticks complete,
-    STOPPING=1 on SIGTERM, all with the capability bounding set the unit ships."""
+    STOPPING=1 on SIGTERM, all with the capability bounding set the unit ships and its
+    supplementary group, which is what lets the daemon hand its socket to that group."""
     caps = ",".join("+" + c.removeprefix("CAP_").lower()
                     for c in _unit_value("CapabilityBoundingSet").split())
     h, s = testbed.host("h"), testbed.host("s")
@@ -201,16 +208,19 @@ def test_daemon_with_only_the_units_capabilities_notifies_ready_and_watchdog(tes
     sock_path = tmp_path / "qosd.sock"
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(tmp_path / "notify"))
+    group = SOCKET_TEST_GID
     proc = h.python(["-c", "import os, sys; os.execvp('setpriv', ['setpriv', "
                      f"'--bounding-set=-all,{caps}', '--inh-caps=-all', '--no-new-privs', "
-                     "sys.executable, '-m', 'qosd', *sys.argv[1:]])",
-                     *_unit_arguments(tmp_path, policy), "-v"],
+                     f"'--groups={group}', sys.executable, '-m', 'qosd', *sys.argv[1:]])",
+                     *_unit_arguments(tmp_path, policy, group), "-v"],
                     env={"NOTIFY_SOCKET": str(tmp_path / "notify"),
                          "WATCHDOG_USEC": "1000000"})
     try:
         messages = _read_until(notify, "READY=1", 20, proc)
         assert proc.poll() is None
         assert ApiClient(str(sock_path), timeout_s=2).call("status")["ticks"] >= 0
+        info = sock_path.stat()
+        assert (info.st_gid, info.st_mode & 0o777) == (group, 0o660)
         pings = _read_until(notify, "WATCHDOG=1", 5, proc)
         assert h.run(["tc", "qdisc", "show", "dev", "eth0"]).stdout.count("905d:") >= 1
         links = h.run(["ip", "-br", "link"]).stdout
