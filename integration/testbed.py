@@ -13,11 +13,15 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
+import json
 import os
 import secrets
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass, field
+
+from integration.delayline_core import WanSpec
 
 NS_PREFIX = "qt-"
 V4_POOL = ipaddress.ip_network("198.18.0.0/15")
@@ -89,6 +93,26 @@ class Link:
     b: Iface
 
 
+@dataclass
+class DelayLine:
+    """A running WAN emulator between two groups of a router's hosts (see `Testbed.wan`)."""
+
+    router: Host
+    spec: WanSpec
+    devices: tuple[str, str]
+    proc: subprocess.Popen
+
+    def stop(self) -> dict:
+        """Stop the emulator; its per-direction counters (passed, lost, full)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        out, _err = self.proc.communicate(timeout=10)
+        for line in out.splitlines():
+            if line.startswith('{"stats"'):
+                return json.loads(line)["stats"]
+        return {}
+
+
 class Testbed:
     """A set of namespaces for one test. Use as a context manager."""
 
@@ -99,6 +123,8 @@ class Testbed:
         self.hosts: dict[str, Host] = {}
         self.links: list[Link] = []
         self._subnets = itertools.count(1)
+        self._wans = itertools.count(0)
+        self.delay_lines: list[DelayLine] = []
 
     def __enter__(self) -> "Testbed":
         return self
@@ -162,6 +188,40 @@ class Testbed:
             links[host.name] = link
         return links
 
+    def wan(self, router: Host, side_a: list[Host], side_b: list[Host], spec: WanSpec) -> DelayLine:
+        """Put a WAN link (delay, jitter, loss, rate) between two groups of `router`'s hosts.
+
+        Traffic the router forwards from a host of one side to a host of the other is policy-
+        routed into a TUN device, through `integration.delayline`, and out of its twin; traffic
+        within a side, or to the router itself, is untouched. Both sides must be `star`red to
+        `router` first. The same `spec` applies in each direction (RTT ~ 2 x delay_s).
+        """
+        n = next(self._wans)
+        devices = (f"wana{n}", f"wanb{n}")
+        for dev in devices:
+            router.run(["ip", "tuntap", "add", "dev", dev, "mode", "tun", "vnet_hdr"])
+            router.run(["ip", "link", "set", dev, "up"])
+        for knob in ("all", "default", *devices):  # injected packets arrive on the "wrong" device
+            router.run(["sysctl", "-q", "-w", f"net.ipv4.conf.{knob}.rp_filter=0"])
+        for table, into, sources, dests in ((200 + 2 * n, devices[0], side_a, side_b),
+                                            (201 + 2 * n, devices[1], side_b, side_a)):
+            for dst in dests:
+                iface = dst.iface_to(router)
+                router.run(["ip", "route", "add", str(iface.v4.network), "dev", into, "table", str(table)])
+                router.run(["ip", "-6", "route", "add", str(iface.v6.network), "dev", into, "table", str(table)])
+            for src in sources:
+                iif = src.iface_to(router).peer.name
+                router.run(["ip", "rule", "add", "iif", iif, "lookup", str(table), "pref", str(table)])
+                router.run(["ip", "-6", "rule", "add", "iif", iif, "lookup", str(table), "pref", str(table)])
+        proc = router.python(["-m", "integration.delayline", "--pair", *devices, *spec.argv()])
+        ready = proc.stdout.readline()
+        if '"ready"' not in ready:
+            proc.kill()
+            raise TestbedError(f"delay line did not start: {ready.strip()} {proc.stderr.read().strip()}")
+        line = DelayLine(router=router, spec=spec, devices=devices, proc=proc)
+        self.delay_lines.append(line)
+        return line
+
     def bottleneck(self, host: Host, ifname: str, rate_bps: int, fifo_bytes: int) -> None:
         """The world beyond the host: an HTB at `rate_bps` feeding a deep byte fifo."""
         self.clear_bottleneck(host, ifname)
@@ -182,6 +242,11 @@ class Testbed:
 
     def close(self) -> None:
         errors = []
+        for line in self.delay_lines:
+            if line.proc.poll() is None:
+                line.proc.kill()
+                line.proc.wait(timeout=10)
+        self.delay_lines.clear()
         for host in self.hosts.values():
             _kill_namespace_processes(host.ns)
             proc = _sh(["ip", "netns", "del", host.ns], check=False)

@@ -1,0 +1,82 @@
+"""The WAN emulator: RTT, throughput and loss as configured, through real namespaces."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from integration.delayline_core import WanSpec
+from integration.traffic import Flow, run_flows
+
+
+def _ping(src, dst_addr: str, count: int, interval_s: float) -> tuple[float, float]:
+    """(average RTT in seconds, loss ratio) of `count` pings."""
+    out = src.run(["ping", "-q", "-c", str(count), "-i", f"{interval_s:g}", "-W", "2", dst_addr],
+                  check=False, timeout=count * interval_s + 30).stdout
+    sent, received = map(int, re.search(r"(\d+) packets transmitted, (\d+) received", out).groups())
+    avg = re.search(r"= [\d.]+/([\d.]+)/", out)
+    return (float(avg.group(1)) / 1e3 if avg else float("nan")), 1 - received / sent
+
+
+@pytest.fixture
+def pair(testbed):
+    a, b, r = testbed.host("a"), testbed.host("b"), testbed.router("r")
+    testbed.star(r, [a, b])
+    return testbed, a, b, r
+
+
+@pytest.mark.root
+def test_ping_rtt_is_within_ten_percent_of_the_configured_rtt(pair):
+    tb, a, b, r = pair
+    for rtt_s in (0.020, 0.050, 0.100):
+        line = tb.wan(r, [a], [b], WanSpec.from_rtt(rtt_s))
+        measured_s, loss = _ping(a, b.addr, count=10, interval_s=0.1)
+        assert loss == 0
+        assert abs(measured_s - rtt_s) <= 0.10 * rtt_s, (rtt_s, measured_s)
+        measured6_s, _ = _ping(a, b.addr6, count=5, interval_s=0.1)
+        assert abs(measured6_s - rtt_s) <= 0.10 * rtt_s, ("v6", rtt_s, measured6_s)
+        line.stop()
+        tb.delay_lines.remove(line)
+        _drop_wan_rules(r, line)
+    direct_s, _ = _ping(a, b.addr, count=5, interval_s=0.05)
+    assert direct_s < 0.005   # with the line gone, no delay is left behind
+
+
+def _drop_wan_rules(router, line) -> None:
+    for fam in ("-4", "-6"):
+        out = router.run(["ip", fam, "rule", "show"]).stdout
+        for pref in {m for m in re.findall(r"^(\d+):.*lookup (\d+)", out, re.M) if int(m[0]) >= 200}:
+            router.run(["ip", fam, "rule", "del", "pref", pref[0]], check=False)
+    for dev in line.devices:
+        router.run(["ip", "link", "del", dev], check=False)
+
+
+@pytest.mark.root
+def test_at_least_100_mbit_per_second_cross_a_50_ms_link(pair):
+    tb, a, b, r = pair
+    line = tb.wan(r, [a], [b], WanSpec.from_rtt(0.050))
+    [res] = run_flows([Flow(a, b, b.addr, 5311)], seconds=6)
+    stats = line.stop()
+    assert stats["wana0"]["passed"] > 0   # the flow really went through the line
+    assert res.rate_bps >= 100e6, res.rate_bps
+
+
+@pytest.mark.root
+def test_loss_is_within_twenty_percent_of_the_configured_ratio(pair):
+    tb, a, b, r = pair
+    p = 0.10
+    tb.wan(r, [a], [b], WanSpec(delay_s=0.002, loss_ratio=p))
+    _, round_trip_loss = _ping(a, b.addr, count=1000, interval_s=0.003)
+    one_way = 1 - (1 - round_trip_loss) ** 0.5   # the same ratio applies on the way back
+    assert abs(one_way - p) <= 0.2 * p, (round_trip_loss, one_way)
+
+
+@pytest.mark.root
+def test_traffic_within_a_side_skips_the_line(testbed):
+    a1, a2, b, r = testbed.host("a1"), testbed.host("a2"), testbed.host("b"), testbed.router("r")
+    testbed.star(r, [a1, a2, b])
+    testbed.wan(r, [a1, a2], [b], WanSpec.from_rtt(0.040))
+    local_s, _ = _ping(a1, a2.addr, count=3, interval_s=0.05)
+    remote_s, _ = _ping(a2, b.addr, count=5, interval_s=0.05)
+    assert local_s < 0.005 and abs(remote_s - 0.040) <= 0.1 * 0.040, remote_s
