@@ -59,3 +59,43 @@ def run_world(fn: Callable[..., Any], world_size: int, *args: Any, timeout_s: fl
                 if process.is_alive():
                     process.kill()
             raise WorldTimeout(f"{world_size} ranks of {fn.__name__} still running after {timeout_s}s")
+
+
+class _DoneWork:
+    def wait(self, timeout=None) -> bool:
+        return True
+
+
+class FakeFaultTolerantGroup:
+    """Fake of the `torchft.Manager` calls `collectives.elastic` makes: each all-reduce combines
+    the tensor with the matching slice of in-process peers' tensors; `fail_at_call` makes that
+    call fail the way torchft reports a lost peer (recorded, later calls no-ops)."""
+
+    def __init__(self, peers: list[torch.Tensor], fail_at_call: int | None = None) -> None:
+        self.peers = [p.clone().reshape(-1) for p in peers]
+        self.fail_at_call = fail_at_call
+        self.calls: list[tuple[dist.ReduceOp, int]] = []
+        self._error: Exception | None = None
+        self._offset = 0
+
+    def num_participants(self) -> int:
+        return 1 + len(self.peers)
+
+    def errored(self) -> Exception | None:
+        return self._error
+
+    def allreduce(self, tensor: torch.Tensor, should_quantize: bool = False,
+                  reduce_op: dist.ReduceOp = dist.ReduceOp.AVG) -> _DoneWork:
+        if self._error is not None:
+            return _DoneWork()
+        self.calls.append((reduce_op, tensor.numel()))
+        if self.fail_at_call is not None and len(self.calls) >= self.fail_at_call:
+            self._error = ConnectionResetError("peer lost")
+            return _DoneWork()
+        if reduce_op == dist.ReduceOp.MAX:
+            return _DoneWork()    # peers hold no opinion about the grant
+        n = tensor.numel()
+        others = [p[self._offset:self._offset + n] for p in self.peers]
+        self._offset += n
+        tensor.copy_((tensor + sum(others)) / self.num_participants())
+        return _DoneWork()
