@@ -97,5 +97,6 @@ class FakeFaultTolerantGroup:
         n = tensor.numel()
         others = [p[self._offset:self._offset + n] for p in self.peers]
         self._offset += n
-        tensor.copy_((tensor + sum(others)) / self.num_participants())
+        total = tensor + sum(others)
+        tensor.copy_(total / self.num_participants() if reduce_op == dist.ReduceOp.AVG else total)
         return _DoneWork()

@@ -36,6 +36,7 @@ import hashlib  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
+import urllib.parse  # noqa: E402
 from datetime import timedelta  # noqa: E402
 
 import torch  # noqa: E402
@@ -44,7 +45,9 @@ from torch.distributed import TCPStore  # noqa: E402
 from torchft import Manager, ProcessGroupGloo  # noqa: E402
 
 from collectives.elastic import ElasticReducer, reduce_gradients  # noqa: E402
+from collectives.daemon import DaemonClient, default_socket_path  # noqa: E402
 from collectives.grant import ChainedGrantSource, DaemonGrantSource, MeasuredGrantSource  # noqa: E402
+from collectives.membership import MembershipReporter, local_address  # noqa: E402
 
 IMPORTS_DONE_S = time.time()
 FEATURES = 32
@@ -92,6 +95,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", required=True, help="write the result JSON here")
     parser.add_argument("--events", help="append one JSON line per step/heal here")
     parser.add_argument("--step-ms", type=float, default=0.0, help="extra compute per step (stand-in for a bigger model)")
+    parser.add_argument("--job", default="elastic_train", help="job name reported to the local qosd")
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timeout-s", type=float, default=3.0, help="collective and heal timeout: how long a survivor waits on a silent peer")
@@ -143,12 +147,17 @@ def main(argv: list[str] | None = None) -> int:
     grants = ChainedGrantSource(DaemonGrantSource(), MeasuredGrantSource())
     reducer = ElasticReducer(manager, grants, job="elastic_train")
     params = list(model.parameters())
+    lighthouse_host = urllib.parse.urlsplit(os.environ["TORCHFT_LIGHTHOUSE"]).hostname or "127.0.0.1"
+    daemon = DaemonClient() if os.path.exists(default_socket_path()) else None   # a local qosd follows the job
+    reporter = MembershipReporter(args.job, local_address(lighthouse_host), daemon)
     loss_value = float("nan")
     first_quorum = True
     try:
         while True:
             manager.start_quorum()
             step = manager.current_step()
+            # torchft 0.2.0 has no public quorum id; the attribute is read, never written
+            reporter.on_quorum(manager, getattr(manager, "_quorum_id", -1))
             if first_quorum:
                 events.emit("first_quorum", step=step)
                 first_quorum = False

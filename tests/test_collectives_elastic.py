@@ -64,3 +64,37 @@ def test_analyse_measures_kill_to_commit_gaps_and_rejoin():
     assert k2c == [1.0]
     assert gap == 1.5
     assert rejoin == [0.5]
+
+
+def test_member_tables_sum_to_every_address_and_leave_healers_out():
+    from collectives.membership import decode_members, encode_member
+    table = encode_member(0, 3, "198.18.1.1") + encode_member(2, 3, "2001:2::5")
+    assert decode_members(table) == ["198.18.1.1", None, "2001:2::5"]
+
+
+def test_reporter_reports_once_per_quorum_and_survives_a_missing_daemon():
+    from collectives.daemon import DaemonUnavailable
+    from collectives.membership import MembershipReporter
+
+    class Client:
+        def __init__(self):
+            self.calls = []
+
+        def call(self, method, params):
+            self.calls.append((method, params))
+            if params["epoch"] == 9:
+                raise DaemonUnavailable("gone")
+            return {"ok": True}
+
+    class Manager(FakeFaultTolerantGroup):
+        def participating_rank(self):
+            return 0
+
+    client = Client()
+    reporter = MembershipReporter("train", "198.18.1.1", client)
+    reporter.on_quorum(Manager(peers=[]), 3)
+    reporter.on_quorum(Manager(peers=[]), 3)
+    assert client.calls == [("job_members", {"job": "train", "members": [{"name": "replica0", "address": "198.18.1.1"}],
+                                             "epoch": 3})]
+    reporter.on_quorum(Manager(peers=[]), 9)        # no daemon: nothing raised into training
+    assert len(client.calls) == 2

@@ -61,6 +61,8 @@ METHODS: Mapping[str, Schema] = {
     "telemetry_recent": {"limit": Field(int, required=False, minimum=1)},
     "flows": {"class": _name(required=False),
               "pid": Field(int, required=False, minimum=1, maximum=PID_MAX)},
+    "job_members": {"job": _name(), "members": Field(list), "epoch": Field(int, required=False, minimum=0)},
+    "jobs": {},
 }
 
 

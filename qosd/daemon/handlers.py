@@ -17,6 +17,7 @@ from policies import PolicyError, parse_policy
 from policies.model import Policy
 from qosd.api.errors import BAD_REQUEST, PERMISSION_DENIED, POLICY_INVALID, ApiError
 from qosd.api.server import Peer, current_peer
+from qosd.api.job_methods import job_handlers
 from qosd.api.telemetry_methods import telemetry_handlers
 from qosd.daemon.snapshot import DaemonSnapshot
 from qosd.telemetry import TelemetryStore
@@ -43,7 +44,8 @@ class Handlers:
     def table(self) -> dict[str, Any]:
         return {"status": self.status, "grants": self.grants, "register": self.register,
                 "unregister": self.unregister, "apply_policy": self.apply_policy,
-                "flows": self.flows, **telemetry_handlers(self.telemetry)}
+                "flows": self.flows, **telemetry_handlers(self.telemetry),
+                **job_handlers(self.control)}
 
     def status(self, _params: dict) -> dict:
         return self.snapshot().status_json
