@@ -169,3 +169,113 @@ def _heuristic_ring(bandwidth: np.ndarray, max_passes: int = 50) -> tuple[int, .
         if not improved:
             break
     return tuple(order)
+
+
+HELD_KARP_MAX = 11
+
+
+def tour_latency_s(order: Sequence[int], rtt: np.ndarray) -> float:
+    """Sum of directed hop delays around the ring `order[0] -> ... -> order[0]`."""
+    return float(sum(rtt[a, b] for a, b in zip(order, [*order[1:], order[0]])))
+
+
+def latency_ring(rtt_s: Matrix) -> tuple[int, ...]:
+    """Ring order (from 0) that minimises the summed hop latency: an asymmetric TSP tour.
+
+    A ring all-reduce step waits on every hop in turn, so across WAN sites the sum of hop
+    delays is what a step pays per chunk. PCCL solves this tour over its measured matrix;
+    here it is exact (Held-Karp dynamic programme) up to `HELD_KARP_MAX` members and greedy
+    nearest-neighbour plus 2-opt and or-opt moves above, on the directed matrix."""
+    rtt = _square(rtt_s)
+    n = rtt.shape[0]
+    if n <= 3:
+        if n == 3 and tour_latency_s((0, 2, 1), rtt) < tour_latency_s((0, 1, 2), rtt):
+            return (0, 2, 1)
+        return tuple(range(n))
+    if n <= HELD_KARP_MAX:
+        return _held_karp(rtt)
+    return _local_search_tour(rtt)
+
+
+def _held_karp(rtt: np.ndarray) -> tuple[int, ...]:
+    n = rtt.shape[0]
+    full = 1 << (n - 1)                      # subsets of nodes 1..n-1
+    cost = np.full((full, n), np.inf)
+    parent = np.full((full, n), -1, dtype=np.int64)
+    for j in range(1, n):
+        cost[1 << (j - 1), j] = rtt[0, j]
+    for subset in range(1, full):
+        for j in range(1, n):
+            bit = 1 << (j - 1)
+            if not subset & bit or not math.isfinite(cost[subset, j]):
+                continue
+            for k in range(1, n):
+                kbit = 1 << (k - 1)
+                if subset & kbit:
+                    continue
+                nxt = subset | kbit
+                value = cost[subset, j] + rtt[j, k]
+                if value < cost[nxt, k]:
+                    cost[nxt, k] = value
+                    parent[nxt, k] = j
+    last = full - 1
+    j = int(np.argmin([cost[last, j] + rtt[j, 0] if j else np.inf for j in range(n)]))
+    order = []
+    subset = last
+    while j > 0:
+        order.append(j)
+        prev = int(parent[subset, j])
+        subset &= ~(1 << (j - 1))
+        j = prev
+    return (0, *reversed(order))
+
+
+def _local_search_tour(rtt: np.ndarray, max_passes: int = 50) -> tuple[int, ...]:
+    n = rtt.shape[0]
+    order = [0]
+    left = set(range(1, n))
+    while left:
+        nxt = min(left, key=lambda b: (rtt[order[-1], b], b))
+        order.append(nxt)
+        left.remove(nxt)
+    best = tour_latency_s(order, rtt)
+    for _ in range(max_passes):
+        improved = False
+        for i in range(1, n - 1):
+            for j in range(i + 1, n):
+                for candidate in (order[:i] + order[i:j + 1][::-1] + order[j + 1:],      # 2-opt
+                                  order[:i] + order[i + 1:j + 1] + [order[i]] + order[j + 1:]):  # or-opt
+                    value = tour_latency_s(candidate, rtt)
+                    if value < best - 1e-12:
+                        order, best, improved = candidate, value, True
+        if not improved:
+            break
+    return tuple(order)
+
+
+class RingPlanner:
+    """The ring order of a job's current members, re-planned when membership changes.
+
+    Members are names (e.g. replica ids); latencies come from a lookup of measured one-way or
+    round-trip delays (qosd's peer RTTs). The order is kept while the members stay the same
+    and the tour it gives is within `slack` of what a fresh plan would give, so a jittery
+    measurement does not reorder the ring (and rebuild process groups) every step."""
+
+    def __init__(self, slack: float = 0.10) -> None:
+        self.slack = slack
+        self.members: tuple[str, ...] = ()
+        self.order: tuple[str, ...] = ()
+        self.replans = 0
+
+    def plan(self, members: Sequence[str], rtt_of) -> tuple[str, ...]:
+        names = tuple(sorted(set(members)))
+        matrix = np.array([[0.0 if a == b else float(rtt_of(a, b)) for b in names] for a in names])
+        fresh = tuple(names[i] for i in latency_ring(matrix)) if names else ()
+        if names == self.members and self.order:
+            index = {name: i for i, name in enumerate(names)}
+            kept = tour_latency_s([index[m] for m in self.order], matrix)
+            if kept <= tour_latency_s([index[m] for m in fresh], matrix) * (1 + self.slack):
+                return self.order
+        self.members, self.order = names, fresh
+        self.replans += 1
+        return fresh

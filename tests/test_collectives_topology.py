@@ -106,3 +106,48 @@ def test_tiny_rings_are_trivial():
     assert ring_order([[0.0]]) == (0,)
     assert ring_order([[0.0, 1.0], [2.0, 0.0]]) == (0, 1)
     assert Topology.from_sites([(1,), (0,)]).ring == (0, 1)
+
+
+def _brute_force_tour(matrix):
+    import itertools
+    from collectives.topology import tour_latency_s
+    n = len(matrix)
+    m = np.array(matrix)
+    return min(tour_latency_s((0, *rest), m) for rest in itertools.permutations(range(1, n)))
+
+
+def test_latency_ring_is_the_optimal_tour_on_asymmetric_matrices():
+    from collectives.topology import latency_ring, tour_latency_s
+    rng = random.Random(4)
+    for n in (4, 6, 8):
+        matrix = [[0.0 if i == j else rng.uniform(0.001, 0.1) for j in range(n)] for i in range(n)]
+        order = latency_ring(matrix)
+        assert sorted(order) == list(range(n)) and order[0] == 0
+        assert tour_latency_s(order, np.array(matrix)) == pytest.approx(_brute_force_tour(matrix))
+
+
+def test_latency_ring_visits_each_site_once_rather_than_zigzagging():
+    from collectives.topology import latency_ring, tour_latency_s
+    site = [0, 1, 0, 1, 2, 2, 0, 1, 2, 0, 1, 2, 0, 1]     # 14 ranks in 3 sites: the heuristic path
+    matrix = [[0.0 if i == j else (0.0002 if site[i] == site[j] else 0.05) for j in range(14)] for i in range(14)]
+    order = latency_ring(matrix)
+    assert sorted(order) == list(range(14))
+    crossings = sum(site[a] != site[b] for a, b in zip(order, [*order[1:], order[0]]))
+    assert crossings == 3
+    naive = tour_latency_s(tuple(range(14)), np.array(matrix))
+    assert tour_latency_s(order, np.array(matrix)) < naive / 3
+
+
+def test_ring_planner_replans_on_membership_change_and_not_on_jitter():
+    from collectives.topology import RingPlanner
+    where = {"a": 0.0, "b": 0.0, "c": 1.0, "d": 1.0, "e": 0.0}
+    rtt = lambda x, y: 0.0002 if where[x] == where[y] else 0.05  # noqa: E731
+    planner = RingPlanner()
+    first = planner.plan(["a", "b", "c", "d"], rtt)
+    assert planner.replans == 1 and sorted(first) == ["a", "b", "c", "d"]
+    jitter = lambda x, y: rtt(x, y) * (1.05 if (x, y) == ("a", "b") else 1.0)  # noqa: E731
+    assert planner.plan(["d", "c", "b", "a"], jitter) == first and planner.replans == 1
+    after = planner.plan(["a", "c", "d", "e"], rtt)        # b lost, e joined
+    assert planner.replans == 2 and "b" not in after and "e" in after
+    crossings = sum(where[x] != where[y] for x, y in zip(after, [*after[1:], after[0]]))
+    assert crossings == 2
