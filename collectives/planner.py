@@ -66,6 +66,23 @@ def ring_bus_factor(world_size: int) -> float:
     return 2.0 * (world_size - 1) / world_size
 
 
+GLOO_CONCURRENT = 2   # collectives Gloo runs at once on one group (its default thread count)
+
+
+def chunk_seconds(limits: ChunkLimits, rtt_s: float | None, world_size: int) -> float:
+    """Wire time one chunk should take: `target_chunk_s`, or more on a long path.
+
+    A chunk also waits the ring's latency, `(n-1)` RTTs, and only `GLOO_CONCURRENT` chunks
+    overlap, so the link stays busy only if each chunk's wire time covers the latency of the
+    other(s): `T >= (n-1) * rtt / (GLOO_CONCURRENT - 1)`. Without this, on a 50 ms path 20 ms
+    chunks keep the link busy 40% of the time, the measured rate falls, the next chunks are
+    smaller still and the job spirals down; with it, a low estimate grows back to the link.
+    """
+    if rtt_s is None or rtt_s <= 0 or world_size < 2:
+        return limits.target_chunk_s
+    return max(limits.target_chunk_s, (world_size - 1) * rtt_s / (GLOO_CONCURRENT - 1))
+
+
 def _known(value: float | None) -> bool:
     return value is not None and value > 0
 
@@ -92,7 +109,7 @@ def plan_chunks(
         raise ValueError(f"element_size_bytes must be >= 1, got {element_size_bytes}")
     bus = ring_bus_factor(world_size)
     if _known(grant_bps) and bus > 0:
-        raw = limits.target_chunk_s * grant_bps / 8.0 / bus
+        raw = chunk_seconds(limits, rtt_s, world_size) * grant_bps / 8.0 / bus
     else:
         raw = float(limits.default_chunk_bytes)
     clamped = min(max(raw, limits.min_chunk_bytes), limits.max_chunk_bytes)

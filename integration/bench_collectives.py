@@ -2,11 +2,13 @@
 whose rate changes, and does the hierarchical all-reduce beat the flat ring across sites?
 
 1. Two hosts behind a router whose bottleneck (both directions, 1 MB byte fifo) runs at 200,
-   then 50, then 100 mbit/s; a 10M-parameter CPU model trained with DDP's default 25 MB
+   then 50, then 100 mbit/s, and a WAN delay line (`integration/delayline.py`) adding
+   `WAN_RTT_S` between them; a 10M-parameter CPU model trained with DDP's default 25 MB
    buckets, with the adaptive hook (no daemon: its own measurements), and with the hook pinned
    to 64 KiB / 1 MiB / 25 MiB chunks. Figure: mean step time over the same rate schedule.
-2. Two sites of two hosts, 1 gbit/s inside a site, 50 mbit/s between the sites' routers; a
-   16 MB all-reduce, flat (Gloo's ring, ranks site by site) vs hierarchical.
+2. Two sites of two hosts on one router, 1 gbit/s to each host, and between the sites a delay
+   line of 50 ms RTT at 50 mbit/s each way; a 16 MB all-reduce, flat (Gloo's ring, ranks site
+   by site) vs hierarchical.
 
 Every figure is a ratio against a baseline run in the same session on the same testbed.
 """
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from integration.benchlib import BenchLine, faster_ratio
+from integration.delayline_core import WanSpec
 from integration.envcheck import missing_capability
 from integration.testbed import Host, Testbed
 
@@ -41,6 +44,7 @@ CHUNK_MODES = {
 SITE_INTRA_BPS, SITE_INTER_BPS = 1_000_000_000, 50_000_000
 TENSOR_BYTES = 16 * 1024 * 1024
 HIER_SECONDS = 15.0
+WAN_RTT_S = 0.050
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,7 @@ def chunking_runs() -> dict[str, tuple[Run, list[float]]]:
     with Testbed(tag="bcol") as tb:
         a, b, r = tb.host("a"), tb.host("b"), tb.router("r")
         links = tb.star(r, [a, b])
+        tb.wan(r, [a], [b], WanSpec.from_rtt(WAN_RTT_S))
         ifaces = [links[h.name].b.name for h in (a, b)]
         total_s = sum(seconds for _, seconds in SCHEDULE)
         for name, args in CHUNK_MODES.items():
@@ -129,19 +134,13 @@ def chunking_runs() -> dict[str, tuple[Run, list[float]]]:
 
 def sites_runs() -> dict[str, Run]:
     with Testbed(tag="bhie") as tb:
-        ra, rb = tb.router("ra"), tb.router("rb")
-        core = tb.connect(ra, rb)
-        sites = [(ra, core.a, [tb.host("a1"), tb.host("a2")]), (rb, core.b, [tb.host("b1"), tb.host("b2")])]
-        for router, core_end, hosts in sites:
-            links = tb.star(router, hosts)
-            for host in hosts:
-                tb.bottleneck(router, links[host.name].b.name, SITE_INTRA_BPS, 4 * FIFO_BYTES)
-            tb.bottleneck(router, core_end.name, SITE_INTER_BPS, FIFO_BYTES)
-        for (router, _, _), (_, far_end, far_hosts) in ((sites[0], sites[1]), (sites[1], sites[0])):
-            for host in far_hosts:
-                net = str(host.ifaces[0].v4.network)
-                router.run(["ip", "route", "replace", net, "via", str(far_end.v4.ip)])
-        hosts = [*sites[0][2], *sites[1][2]]
+        r = tb.router("r")
+        site_a, site_b = [tb.host("a1"), tb.host("a2")], [tb.host("b1"), tb.host("b2")]
+        links = tb.star(r, [*site_a, *site_b])
+        for name, link in links.items():
+            tb.bottleneck(r, link.b.name, SITE_INTRA_BPS, 4 * FIFO_BYTES)
+        tb.wan(r, site_a, site_b, WanSpec.from_rtt(WAN_RTT_S, rate_bps=SITE_INTER_BPS, limit_bytes=FIFO_BYTES))
+        hosts = [*site_a, *site_b]
         hosts[0].run(["ping", "-c", "1", "-W", "2", hosts[-1].addr])
         common = ["--tensor-bytes", str(TENSOR_BYTES), "--chunk-bytes", str(1024 * 1024)]
         return {
@@ -161,7 +160,7 @@ def chunking_lines(results: dict[str, tuple[Run, list[float]]]) -> list[BenchLin
         phases = "/".join(f"{_phase_mean(adaptive, changes, i):.2f}:{_phase_mean(run, run_changes, i):.2f}"
                           for i in range(len(SCHEDULE)))
         lines.append(BenchLine(
-            f"collectives: adaptive hook vs {name}, 10M params, 200->50->100 mbit "
+            f"collectives: adaptive hook vs {name}, 10M params, 200->50->100 mbit, {WAN_RTT_S * 1e3:g} ms RTT "
             f"(per-phase s, ours:theirs {phases})",
             ours, theirs, "s", ratio, "for information (targets below)", True))
     return lines + _target_lines(results)
@@ -199,7 +198,7 @@ def sites_lines(results: dict[str, Run]) -> list[BenchLine]:
     ours, theirs = results["hier"].mean_step_s(), results["flat"].mean_step_s()
     ratio = faster_ratio(ours, theirs)
     return [BenchLine("collectives: hierarchical vs flat all-reduce, 16 MB, 2 sites x 2 hosts, "
-                      "1 gbit intra / 50 mbit inter", ours, theirs, "s", ratio,
+                      f"1 gbit intra / 50 mbit {WAN_RTT_S * 1e3:g} ms RTT inter", ours, theirs, "s", ratio,
                       ">= 1.3x faster (ring bytes over the inter-site hop: 1.5x)", ratio >= 1.3)]
 
 
