@@ -42,14 +42,15 @@ class FaultTolerantGroup(Protocol):
     def errored(self) -> object | None: ...
 
 
-def encode_grant(grant: Grant) -> torch.Tensor:
-    """[1e9/rate, rtt]: under MAX the slowest rate and the longest RTT win; unknown is 0."""
+def encode_grant(grant: Grant, vote: float = 0.0) -> torch.Tensor:
+    """[1e9/rate, rtt, vote]: under MAX the slowest rate and the longest RTT win; unknown is
+    0. The vote (>= 0) rides along for the caller, e.g. a request to stop."""
     inverse = 1e9 / grant.rate_bps if grant.rate_bps else 0.0
-    return torch.tensor([inverse, grant.rtt_s or 0.0], dtype=torch.float64)
+    return torch.tensor([inverse, grant.rtt_s or 0.0, vote], dtype=torch.float64)
 
 
 def decode_grant(agreed: torch.Tensor) -> Grant:
-    inverse, rtt_s = (float(x) for x in agreed.tolist())
+    inverse, rtt_s = (float(x) for x in agreed.tolist()[:2])
     return Grant(int(1e9 / inverse) if inverse > 0 else None, rtt_s if rtt_s > 0 else None, "agreed")
 
 
@@ -71,16 +72,21 @@ class ElasticReducer:
         self.telemetry = telemetry if telemetry is not None else TelemetryLog()
         self.last_grant: Grant | None = None
         self.last_plan: ChunkPlan | None = None
+        self.last_vote = 0.0
 
-    def agree(self) -> Grant:
-        encoded = encode_grant(self.grants.current())
+    def agree(self, vote: float = 0.0) -> Grant:
+        encoded = encode_grant(self.grants.current(), vote)
         self.manager.allreduce(encoded, reduce_op=dist.ReduceOp.MAX).wait()
         self.last_grant = decode_grant(encoded)
+        self.last_vote = float(encoded[2])
         return self.last_grant
 
-    def all_reduce(self, flat: torch.Tensor, step: int = 0, rank: int = 0) -> torch.Tensor:
-        """Average `flat` (1-D, floating point) in place across the quorum; returns it."""
-        grant = self.agree()
+    def all_reduce(self, flat: torch.Tensor, step: int = 0, rank: int = 0, vote: float = 0.0) -> torch.Tensor:
+        """Average `flat` (1-D, floating point) in place across the quorum; returns it.
+
+        `vote` is MAX-agreed with the grant; the result is `last_vote` (valid only when the
+        manager reports no error for this step)."""
+        grant = self.agree(vote)
         world = max(1, self.manager.num_participants())
         size_bytes = flat.numel() * flat.element_size()
         plan = plan_chunks(size_bytes, grant.rate_bps, grant.rtt_s, world, self.limits,
@@ -107,11 +113,12 @@ class ElasticReducer:
 
 
 def reduce_gradients(reducer: ElasticReducer, params: list[torch.nn.Parameter], step: int = 0,
-                     rank: int = 0) -> None:
-    """Average the gradients of `params` through one flat buffer (one plan, few large chunks)."""
+                     rank: int = 0, vote: float = 0.0) -> float:
+    """Average the gradients of `params` through one flat buffer (one plan, few large chunks);
+    returns the agreed vote."""
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
     flat = torch.cat([g.reshape(-1) for g in grads])
-    reducer.all_reduce(flat, step=step, rank=rank)
+    reducer.all_reduce(flat, step=step, rank=rank, vote=vote)
     offset = 0
     for p, g in zip(params, grads):
         n = g.numel()
@@ -119,3 +126,4 @@ def reduce_gradients(reducer: ElasticReducer, params: list[torch.nn.Parameter], 
             p.grad = g
         p.grad.copy_(flat[offset:offset + n].view_as(g))
         offset += n
+    return reducer.last_vote

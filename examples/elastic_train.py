@@ -18,7 +18,9 @@ steps only if torchft says the step may commit. A peer lost mid-step makes the s
 discard that step (nothing half-reduced is ever applied) and go on with those left; the next
 quorum reweights the average over them.
 
-Ending: a replica leaves once a quorum shows the job at `--steps`. A replica that discarded
+Ending: a replica leaves once a quorum shows the job at `--steps` (or at the step a stop was
+agreed at: `--stop-file` appearing on any replica is voted along with the grants, and the
+step to stop at travels with the healed state). A replica that discarded
 the last step while another committed it is in that same quorum, behind, and heals to the
 committed state first, so all that finish write the same `param_sha256`. That needs the
 lighthouse's join timeout (10 s) above the collective timeout (`--timeout-s`, 3 s): a replica
@@ -95,6 +97,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", required=True, help="write the result JSON here")
     parser.add_argument("--events", help="append one JSON line per step/heal here")
     parser.add_argument("--step-ms", type=float, default=0.0, help="extra compute per step (stand-in for a bigger model)")
+    parser.add_argument("--stop-file", help="when this file exists, the job stops together at the next step")
     parser.add_argument("--job", default="elastic_train", help="job name reported to the local qosd")
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--seed", type=int, default=0)
@@ -123,11 +126,13 @@ def main(argv: list[str] | None = None) -> int:
     model = make_model(args.seed)
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9)
     recoveries = 0
+    stop_at = [args.steps]    # lowered by an agreed stop; part of the healed state
 
     def load_state_dict(state: dict) -> None:
         nonlocal recoveries
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optim"])
+        stop_at[0] = min(stop_at[0], int(state["stop_at"]))
         recoveries += 1
         events.emit("healed")
 
@@ -135,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     manager = Manager(
         pg=ProcessGroupGloo(timeout=timeout),
         load_state_dict=load_state_dict,
-        state_dict=lambda: {"model": model.state_dict(), "optim": optimizer.state_dict()},
+        state_dict=lambda: {"model": model.state_dict(), "optim": optimizer.state_dict(), "stop_at": stop_at[0]},
         min_replica_size=1,
         use_async_quorum=False,     # heal before the step, so a healed replica takes part at once
         timeout=timeout,
@@ -161,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
             if first_quorum:
                 events.emit("first_quorum", step=step)
                 first_quorum = False
-            if step >= args.steps:
+            if step >= stop_at[0]:
                 break
             participants = manager.num_participants()
             x, y = batch(args.seed, step, manager.participating_rank() or 0, participants)
@@ -170,7 +175,10 @@ def main(argv: list[str] | None = None) -> int:
             loss.backward()
             if args.step_ms:
                 time.sleep(args.step_ms / 1e3)
-            reduce_gradients(reducer, params, step=step)
+            vote = 1.0 if args.stop_file and os.path.exists(args.stop_file) else 0.0
+            agreed = reduce_gradients(reducer, params, step=step, vote=vote)
+            if agreed > 0 and manager.errored() is None:
+                stop_at[0] = min(stop_at[0], step + 1)
             if manager.should_commit():
                 optimizer.step()
                 loss_value = float(loss)

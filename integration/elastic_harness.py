@@ -33,6 +33,7 @@ class Kill:
 class CampaignResult:
     kills: list[Kill]
     kill_to_commit_s: list[float]     # per kill: until the next step any survivor commits
+    participant_kill_to_commit_s: list[float]   # the same, for kills of replicas taking part
     max_survivor_gap_s: float         # longest time a live replica went without a step outcome
     rejoin_after_imports_s: list[float]   # per restart: from its imports done to its first commit
     results: dict[str, dict]          # group -> the example's JSON of its last instance
@@ -43,23 +44,34 @@ class CampaignResult:
         return statistics.median(self.kill_to_commit_s) if self.kill_to_commit_s else float("inf")
 
     @property
+    def median_participant_kill_to_commit_s(self) -> float:
+        xs = self.participant_kill_to_commit_s
+        return statistics.median(xs) if xs else float("inf")
+
+    @property
     def shas(self) -> set[str]:
         return {r["param_sha256"] for r in self.results.values()}
 
 
-def analyse(events: list[dict], kills: list[Kill]) -> tuple[list[float], float, list[float]]:
-    """(kill -> next commit by another group, longest gap of a live replica, rejoin times).
+def analyse(events: list[dict], kills: list[Kill]) -> tuple[list[float], list[float], float, list[float]]:
+    """(kill -> next commit by another group; the same for victims that were taking part, i.e.
+    had committed since their last start; longest gap of a live replica; rejoin times).
 
     An instance of a group lives from its `imported` event to its next kill (or its end); its
     gaps are measured between consecutive step outcomes (commit or discard) while alive, so
     time spent importing torch is not counted as blocking.
     """
     commits = sorted((e["t"], e["replica"]) for e in events if e["event"] == "commit")
-    kill_to_commit = []
+    starts = sorted((e["t"], e["replica"]) for e in events if e["event"] == "imported")
+    kill_to_commit, participant = [], []
     for kill in kills:
         nxt = next((t for t, g in commits if t > kill.t and g != kill.group), None)
-        if nxt is not None:
-            kill_to_commit.append(nxt - kill.t)
+        if nxt is None:
+            continue
+        kill_to_commit.append(nxt - kill.t)
+        began = max((t for t, g in starts if g == kill.group and t < kill.t), default=None)
+        if began is not None and any(began < t < kill.t for t, g in commits if g == kill.group):
+            participant.append(nxt - kill.t)
     instances: dict[str, list[list[dict]]] = {}
     for e in sorted(events, key=lambda e: e["t"]):
         runs = instances.setdefault(e["replica"], [])
@@ -76,7 +88,7 @@ def analyse(events: list[dict], kills: list[Kill]) -> tuple[list[float], float, 
                 first = next((e["t"] for e in run if e["event"] == "commit"), None)
                 if first is not None:
                     rejoin.append(first - run[0]["t"])
-    return kill_to_commit, max_gap, rejoin
+    return kill_to_commit, participant, max_gap, rejoin
 
 
 class Job:
@@ -102,11 +114,15 @@ class Job:
         self.started_at[group] = time.time()
         self.procs[group] = self.host.python(
             [EXAMPLE, "--steps", str(self.steps), "--out", str(self.out(group)), "--events", str(self.events_path),
-             "--step-ms", str(self.step_ms)],
+             "--step-ms", str(self.step_ms), "--stop-file", str(self.stop_path)],
             env=env, stdout=subprocess.DEVNULL, stderr=open(self.workdir / f"replica{group}.log", "a"))
 
     def out(self, group: str) -> Path:
         return self.workdir / f"replica{group}.json"
+
+    @property
+    def stop_path(self) -> Path:
+        return self.workdir / "stop"
 
     @property
     def events_path(self) -> Path:
@@ -138,14 +154,17 @@ def _venv_bin() -> str:
     return str(Path(sys.executable).parent)
 
 
-def run_campaign(tb: Testbed, workdir: Path, kills: int, steps: int, step_ms: float = 50.0,
+def run_campaign(tb: Testbed, workdir: Path, kills: int, step_ms: float = 50.0,
                  interval_s: tuple[float, float] = (1.0, 3.0), seed: int = 0,
-                 deadline_s: float = 240.0) -> CampaignResult:
+                 deadline_s: float = 240.0, patience_s: float = 10.0) -> CampaignResult:
     """Start three replica groups, kill -9 one at random moments `kills` times (restarting it at
-    once), then let the job run to `steps`; the figures of `analyse` and the results."""
+    once), then stop the job together (`--stop-file`); the figures of `analyse` and results.
+
+    A victim is a replica past its imports when there is one within `patience_s`, else any;
+    one replica that has committed since the last kill is always spared."""
     rng = random.Random(seed)
     host = tb.host("job")
-    job = Job(host, workdir, steps=steps, step_ms=step_ms)
+    job = Job(host, workdir, steps=10_000_000, step_ms=step_ms)
     done: list[Kill] = []
     start = time.monotonic()
     try:
@@ -154,36 +173,34 @@ def run_campaign(tb: Testbed, workdir: Path, kills: int, steps: int, step_ms: fl
         _wait(lambda: any(e["event"] == "commit" and e.get("participants") == 3 for e in job.events()),
               start + deadline_s / 2)
         last_commit_by: dict[str, float] = {}
-        while len(done) < kills and time.monotonic() < start + deadline_s * 0.7:
+        waiting_since = time.monotonic()
+        while len(done) < kills and time.monotonic() < start + deadline_s * 0.8:
             time.sleep(rng.uniform(*interval_s))
-            events = job.events()
-            top = max((e["step"] for e in events if e["event"] == "commit"), default=0)
-            if top >= steps * 0.9:
-                break
             ready_since: dict[str, float] = {}
-            for e in events:
+            for e in job.events():
                 if e["event"] == "commit":
                     last_commit_by[e["replica"]] = e["t"]
                 elif e["event"] == "manager_ready":
                     ready_since[e["replica"]] = e["t"]
             since = done[-1].t if done else 0.0
-            # Keep one replica that has committed since the last kill (the job's state must
-            # live on); among the others prefer one past its imports (killing an import tests
-            # little), but do not wait for one: on a busy box imports take 10-20 s.
             allowed = [g for g in job.groups
                        if any(last_commit_by.get(o, 0.0) > since for o in job.groups if o != g)]
             ready = [g for g in allowed if ready_since.get(g, 0.0) > job.started_at[g]]
-            candidates = ready or allowed
+            candidates = ready or (allowed if time.monotonic() - waiting_since > patience_s else [])
             if not candidates:
                 continue
-            victim = rng.choice(candidates)
-            done.append(job.kill(victim))
-            job.start(victim)
+            done.append(job.kill(rng.choice(candidates)))
+            job.start(done[-1].group)
+            waiting_since = time.monotonic()
+        # let the last restarted replica come back before stopping, so its rejoin is timed
+        _wait(lambda: any(e["event"] == "commit" and e["t"] > done[-1].t and e["replica"] == done[-1].group
+                          for e in job.events()) if done else True, time.monotonic() + 60)
+        job.stop_path.touch()
         _wait(lambda: all(p.poll() is not None for p in job.procs.values()), start + deadline_s)
     finally:
         job.stop()
     events = job.events()
-    kill_to_commit, gap, rejoin = analyse(events, done)
+    kill_to_commit, participant, gap, rejoin = analyse(events, done)
     results, missing = {}, []
     for group in job.groups:
         path = job.out(group)
@@ -191,7 +208,7 @@ def run_campaign(tb: Testbed, workdir: Path, kills: int, steps: int, step_ms: fl
             results[group] = json.loads(path.read_text())
         else:
             missing.append(group)
-    return CampaignResult(done, kill_to_commit, gap, rejoin, results, missing)
+    return CampaignResult(done, kill_to_commit, participant, gap, rejoin, results, missing)
 
 
 def _wait(predicate, deadline: float) -> None:

@@ -11,7 +11,7 @@ from integration.elastic_harness import Kill, analyse
 def test_grant_encoding_takes_the_slowest_rate_and_ignores_zeroed_healers():
     a = encode_grant(Grant(100_000_000, 0.02, "x"))
     b = encode_grant(Grant(50_000_000, 0.05, "y"))
-    healer = torch.zeros(2, dtype=torch.float64)     # what torchft leaves of a non-participant
+    healer = torch.zeros(3, dtype=torch.float64)     # what torchft leaves of a non-participant
     agreed = decode_grant(torch.maximum(torch.maximum(a, b), healer))
     assert agreed.rate_bps == 50_000_000 and agreed.rtt_s == 0.05
     assert decode_grant(encode_grant(Grant(None, None, "none"))) == Grant(None, None, "agreed")
@@ -27,7 +27,7 @@ def test_reducer_cuts_the_planned_chunks_and_averages_across_replicas():
     assert reducer.last_plan.chunk_bytes == 1024
     sizes = [n for op, n in group.calls if op == dist.ReduceOp.AVG]
     assert sizes == [256, 256, 256, 232]
-    assert group.calls[0] == (dist.ReduceOp.MAX, 2)   # the grant agreement comes first
+    assert group.calls[0] == (dist.ReduceOp.MAX, 3)   # the grant agreement comes first
     assert len(reducer.telemetry.recent()) == 1
 
 
@@ -60,8 +60,8 @@ def test_analyse_measures_kill_to_commit_gaps_and_rejoin():
         {"t": 4.0, "event": "imported", "replica": "1"},
         {"t": 4.5, "event": "commit", "replica": "1", "step": 3}, {"t": 4.5, "event": "commit", "replica": "0", "step": 3},
     ]
-    k2c, gap, rejoin = analyse(ev, [Kill(2.0, "1")])
-    assert k2c == [1.0]
+    k2c, participant, gap, rejoin = analyse(ev, [Kill(2.0, "1")])
+    assert k2c == [1.0] and participant == [1.0]
     assert gap == 1.5
     assert rejoin == [0.5]
 
