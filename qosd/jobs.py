@@ -129,5 +129,5 @@ class JobPeerSet:
         self.base = base
         self.book = book
 
-    def update(self, policy, records, now_s: float) -> tuple[Peer, ...]:
-        return merge_peers(self.base.update(policy, records, now_s), self.book)
+    def update(self, policy, records, now_s: float, exclude=()) -> tuple[Peer, ...]:
+        return merge_peers(self.base.update(policy, records, now_s, exclude), self.book)

@@ -52,38 +52,41 @@ def test_bad_member_lists_name_the_item():
         parse_members(["198.18.1.1"])
 
 
-class FakeProber:
-    def __init__(self, peers):
-        self.peers = tuple(peers)
-        self.sets = 0
-
-    def set_peers(self, peers):
-        self.peers = tuple(peers)
-        self.sets += 1
-
-
 class FakePeerSet:
     def __init__(self, learned):
         self.learned = tuple(learned)
 
-    def update(self, policy, records, now_s):
+    def update(self, policy, records, now_s, exclude=()):
         return tuple(policy.peers) + self.learned
 
 
-def test_the_api_pushes_members_to_the_prober_at_once_and_later_flow_passes_keep_them():
+class FakePaths:
+    """`PathMonitor`'s public face: a compute peer set, the policy, `set_policy` re-targets."""
+
+    def __init__(self, policy, compute_set):
+        self.policy, self.compute_set, self.compute = policy, compute_set, ()
+        self.retargets = 0
+
+    def set_policy(self, policy):
+        self.policy = policy
+        self.compute = self.compute_set.update(policy, (), 0.0)
+        self.retargets += 1
+
+
+def test_the_api_retargets_the_measured_peers_at_once_and_later_flow_passes_keep_members():
     policy = SimpleNamespace(peers=(peer("s", "198.18.0.9"),))
-    daemon = SimpleNamespace(policy=policy, prober=FakeProber(policy.peers), loop_=None,
-                             peer_set=FakePeerSet([peer("flow:198.18.1.2", "198.18.1.2")]))
-    handlers = job_handlers(daemon)
-    assert isinstance(daemon.peer_set, JobPeerSet)
+    paths = FakePaths(policy, FakePeerSet([peer("flow:198.18.1.2", "198.18.1.2")]))
+    handlers = job_handlers(SimpleNamespace(paths=paths))
+    assert isinstance(paths.compute_set, JobPeerSet)
     reply = handlers["job_members"]({"job": "t", "members": [{"name": "r1", "address": "198.18.1.2"},
                                                              {"name": "r2", "address": "198.18.1.3"}]})
     assert reply["joined"] == ["r1", "r2"]
-    assert [p.name for p in daemon.prober.peers] == ["s", "job:t/r1", "job:t/r2"]
+    assert [p.name for p in paths.compute] == ["s", "job:t/r1", "job:t/r2"]
     handlers["job_members"]({"job": "t", "members": [{"name": "r2", "address": "198.18.1.3"}], "epoch": 1})
-    assert [p.name for p in daemon.prober.peers] == ["s", "job:t/r2"]      # r1 is no longer probed
-    again = daemon.peer_set.update(policy, (), 0.0)                            # the next flow pass
+    assert [p.name for p in paths.compute] == ["s", "job:t/r2"]          # r1 is no longer probed
+    again = paths.compute_set.update(policy, (), 0.0, exclude=())          # the next flow pass
     assert [p.name for p in again] == ["s", "job:t/r2"]
     assert handlers["jobs"]({}) == {"jobs": {"t": [{"name": "r2", "address": "198.18.1.3"}]}}
     with pytest.raises(ApiError):
         handlers["job_members"]({"job": "t", "members": [{"name": "x", "address": "bad"}]})
+    assert paths.retargets == 2
