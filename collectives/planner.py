@@ -69,18 +69,23 @@ def ring_bus_factor(world_size: int) -> float:
 GLOO_CONCURRENT = 2   # collectives Gloo runs at once on one group (its default thread count)
 
 
+LATENCY_COVER = 2.0    # chunk wire time in units of the ring latency a chunk waits
+
+
 def chunk_seconds(limits: ChunkLimits, rtt_s: float | None, world_size: int) -> float:
     """Wire time one chunk should take: `target_chunk_s`, or more on a long path.
 
     A chunk also waits the ring's latency, `(n-1)` RTTs, and only `GLOO_CONCURRENT` chunks
     overlap, so the link stays busy only if each chunk's wire time covers the latency of the
-    other(s): `T >= (n-1) * rtt / (GLOO_CONCURRENT - 1)`. Without this, on a 50 ms path 20 ms
-    chunks keep the link busy 40% of the time, the measured rate falls, the next chunks are
-    smaller still and the job spirals down; with it, a low estimate grows back to the link.
+    other(s): `T >= (n-1) * rtt / (GLOO_CONCURRENT - 1)`. Twice that (`LATENCY_COVER`), because
+    a grant measured from latency-bound chunks is low: with chunks sized to cover the latency
+    only just, a measured rate at half the link grows back by a third per step; at twice, in
+    one. Without any of this, 20 ms chunks on a 50 ms path keep the link busy under half the
+    time, the measured rate falls, the next chunks are smaller still: a downward spiral.
     """
     if rtt_s is None or rtt_s <= 0 or world_size < 2:
         return limits.target_chunk_s
-    return max(limits.target_chunk_s, (world_size - 1) * rtt_s / (GLOO_CONCURRENT - 1))
+    return max(limits.target_chunk_s, LATENCY_COVER * (world_size - 1) * rtt_s / (GLOO_CONCURRENT - 1))
 
 
 def _known(value: float | None) -> bool:

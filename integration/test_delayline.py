@@ -36,20 +36,9 @@ def test_ping_rtt_is_within_ten_percent_of_the_configured_rtt(pair):
         assert abs(measured_s - rtt_s) <= 0.10 * rtt_s, (rtt_s, measured_s)
         measured6_s, _ = _ping(a, b.addr6, count=5, interval_s=0.1)
         assert abs(measured6_s - rtt_s) <= 0.10 * rtt_s, ("v6", rtt_s, measured6_s)
-        line.stop()
-        tb.delay_lines.remove(line)
-        _drop_wan_rules(r, line)
+        tb.remove_wan(line)
     direct_s, _ = _ping(a, b.addr, count=5, interval_s=0.05)
     assert direct_s < 0.005   # with the line gone, no delay is left behind
-
-
-def _drop_wan_rules(router, line) -> None:
-    for fam in ("-4", "-6"):
-        out = router.run(["ip", fam, "rule", "show"]).stdout
-        for pref in {m for m in re.findall(r"^(\d+):.*lookup (\d+)", out, re.M) if int(m[0]) >= 200}:
-            router.run(["ip", fam, "rule", "del", "pref", pref[0]], check=False)
-    for dev in line.devices:
-        router.run(["ip", "link", "del", dev], check=False)
 
 
 @pytest.mark.root

@@ -101,6 +101,7 @@ class DelayLine:
     spec: WanSpec
     devices: tuple[str, str]
     proc: subprocess.Popen
+    rule_prefs: tuple[int, ...] = ()
 
     def stop(self) -> dict:
         """Stop the emulator; its per-direction counters (passed, lost, full)."""
@@ -218,9 +219,22 @@ class Testbed:
         if '"ready"' not in ready:
             proc.kill()
             raise TestbedError(f"delay line did not start: {ready.strip()} {proc.stderr.read().strip()}")
-        line = DelayLine(router=router, spec=spec, devices=devices, proc=proc)
+        line = DelayLine(router=router, spec=spec, devices=devices, proc=proc,
+                         rule_prefs=(200 + 2 * n, 201 + 2 * n))
         self.delay_lines.append(line)
         return line
+
+    def remove_wan(self, line: DelayLine) -> dict:
+        """Take a WAN link out again (traffic goes direct); the emulator's counters."""
+        stats = line.stop()
+        for pref in line.rule_prefs:
+            for family in ("-4", "-6"):
+                while line.router.run(["ip", family, "rule", "del", "pref", str(pref)], check=False).returncode == 0:
+                    pass
+        for dev in line.devices:
+            line.router.run(["ip", "link", "del", dev], check=False)
+        self.delay_lines.remove(line)
+        return stats
 
     def bottleneck(self, host: Host, ifname: str, rate_bps: int, fifo_bytes: int) -> None:
         """The world beyond the host: an HTB at `rate_bps` feeding a deep byte fifo."""

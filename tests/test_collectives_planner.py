@@ -46,11 +46,11 @@ def test_chunk_aligned_to_element_size():
 
 def test_long_paths_get_chunks_that_cover_the_ring_latency():
     plan = plan_chunks(100 * MIB, 100 * MBIT, 0.050, 2)
-    # 50 ms of wire time (the one RTT a 2-rank ring waits per chunk): with Gloo's two
+    # 100 ms of wire time, twice the RTT a 2-rank ring waits per chunk: with Gloo's two
     # collectives at a time, one chunk is on the wire while the other waits
-    assert (plan.chunk_bytes, plan.in_flight) == (625_000, 2)
+    assert (plan.chunk_bytes, plan.in_flight) == (1_250_000, 2)
     deep = plan_chunks(100 * MIB, 100 * MBIT, 0.050, 4)
-    assert deep.chunk_bytes == 1_250_000       # 3 RTTs of wire time over 1.5x bus bytes
+    assert deep.chunk_bytes == 2_500_000       # 2 x 3 RTTs of wire time over 1.5x bus bytes
 
 
 def test_in_flight_covers_bandwidth_delay_product_when_chunks_hit_their_cap():
@@ -119,4 +119,4 @@ def test_replanner_ignores_rtt_jitter_below_floor_but_follows_real_changes():
     replanner.begin_step(0, 100 * MBIT, 0.0001)
     assert not replanner.begin_step(1, 100 * MBIT, 0.0004)   # 4x, but 0.3 ms of jitter
     assert replanner.begin_step(2, 100 * MBIT, 0.040)
-    assert replanner.plan(100 * MIB, 2).chunk_bytes == 500_000  # 40 ms of wire time: one RTT
+    assert replanner.plan(100 * MIB, 2).chunk_bytes == 1_000_000  # 80 ms of wire time: two RTTs
