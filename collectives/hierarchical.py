@@ -10,12 +10,13 @@ group rank order, so the ring takes the hops `topology.ring` chose.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
-from collectives.chunked import check_average, chunked_all_reduce
+from collectives.chunked import check_average, chunk_views
 from collectives.planner import ChunkLimits, ChunkPlan, plan_chunks
 from collectives.topology import Topology
 
@@ -63,21 +64,50 @@ def hierarchical_all_reduce(
 ) -> torch.Tensor:
     """Reduce `tensor` in place over all ranks; returns it. Blocking.
 
-    `plan` chunks the leaders' all-reduce (planned for the leaders' ring when omitted, with
-    the default chunk since no grant is known here).
+    `plan` chunks all three stages (planned for the leaders' ring when omitted, with the
+    default chunk since no grant is known here). The stages are pipelined chunk by chunk:
+    they run on different process groups (the site's, the leaders'), so while the leaders
+    reduce chunk i across the WAN, their sites reduce chunk i+1 and broadcast chunk i-1, and
+    the slow hop is the only one the job waits on. Each group sees its operations in the same
+    order on every rank (all the site's reduces, then its broadcasts in chunk order).
     """
     check_average(tensor, op, average)
     work_on = tensor if tensor.is_contiguous() else tensor.contiguous()
+    flat = work_on.view(-1)
+    if plan is None:
+        plan = plan_chunks(flat.numel() * flat.element_size(), None, None, len(topology.sites), limits,
+                           element_size_bytes=flat.element_size())
+    chunks = chunk_views(flat, plan.chunk_bytes)
     leader = topology.leader_of(groups.rank)
-    if groups.site_group is not None:
-        dist.reduce(work_on, dst=leader, op=op, group=groups.site_group)
-    if groups.leader_group is not None:
-        if plan is None:
-            plan = plan_chunks(work_on.numel() * work_on.element_size(), None, None,
-                               len(topology.sites), limits, element_size_bytes=work_on.element_size())
-        chunked_all_reduce(work_on, plan, group=groups.leader_group, op=op)
-    if groups.site_group is not None:
-        dist.broadcast(work_on, src=leader, group=groups.site_group)
+    site, leaders = groups.site_group, groups.leader_group
+    reduces = [dist.reduce(c, dst=leader, op=op, group=site, async_op=True) for c in chunks] if site else []
+    broadcasts: list[dist.Work] = []
+
+    def broadcast(index: int) -> None:
+        if site is not None:
+            broadcasts.append(dist.broadcast(chunks[index], src=leader, group=site, async_op=True))
+
+    if groups.rank == leader:
+        window: deque[tuple[int, dist.Work | None]] = deque()
+        for index, chunk in enumerate(chunks):
+            if reduces:
+                reduces[index].wait()
+            if len(window) >= max(1, plan.in_flight):
+                done, work = window.popleft()
+                if work is not None:
+                    work.wait()
+                broadcast(done)
+            work = dist.all_reduce(chunk, op=op, group=leaders, async_op=True) if leaders is not None else None
+            window.append((index, work))
+        while window:
+            done, work = window.popleft()
+            if work is not None:
+                work.wait()
+            broadcast(done)
+    elif site is not None:
+        broadcasts = [dist.broadcast(c, src=leader, group=site, async_op=True) for c in chunks]
+    for work in [*reduces, *broadcasts]:
+        work.wait()
     if average:
         work_on.div_(topology.world_size)
     if work_on is not tensor:
