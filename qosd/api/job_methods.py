@@ -1,9 +1,12 @@
 """Handlers for the `job_members` and `jobs` API methods: training jobs tell the daemon who
 their members are, and the measured compute peers follow at once (not at the next flow pass).
 
-The daemon hands itself over; this module wraps its path monitor's compute peer set so that
-every later flow pass keeps the members too, and re-targets the monitor on each report
-(`PathMonitor.set_policy` with the policy it has: the public way to recompute whom to probe).
+The daemon (the handlers' `control`) hands itself over; this module wraps its path monitor's
+compute peer set so that every later flow pass keeps the members too, and re-targets the
+monitor on each report (`PathMonitor.set_policy` with the policy it has: the public way to
+recompute whom to probe). Handlers run on the event loop, where the path monitor lives. A
+control without a path monitor (a test fake) still keeps the book. Like telemetry, anyone who
+may open the socket may report: the book is bounded (64 jobs x 256 members).
 """
 
 from __future__ import annotations
@@ -16,17 +19,20 @@ from qosd.jobs import JobBook, JobMembersError, JobPeerSet, parse_members
 
 
 def job_handlers(daemon: Any) -> dict[str, Handler]:
-    paths = daemon.paths
-    if not isinstance(paths.compute_set, JobPeerSet):
-        paths.compute_set = JobPeerSet(paths.compute_set, JobBook())
-    book: JobBook = paths.compute_set.book
+    paths = getattr(daemon, "paths", None)
+    if paths is None:
+        book = JobBook()
+    else:
+        if not isinstance(paths.compute_set, JobPeerSet):
+            paths.compute_set = JobPeerSet(paths.compute_set, JobBook())
+        book = paths.compute_set.book
 
     def job_members(params: dict[str, Any]) -> dict[str, Any]:
         try:
             change = book.report(params["job"], parse_members(params["members"]), params.get("epoch", 0))
         except JobMembersError as exc:
             raise ApiError(BAD_REQUEST, str(exc)) from None
-        if not change.stale and paths.policy is not None:
+        if not change.stale and paths is not None and paths.policy is not None:
             paths.set_policy(paths.policy)
         return {"ok": True, "joined": list(change.joined), "left": list(change.left), "stale": change.stale}
 
