@@ -139,7 +139,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate-bps", type=int, default=0, help="0: unlimited")
     parser.add_argument("--limit-bytes", type=int, default=4 * 1024 * 1024)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--realtime", action="store_true",
+                        help="run under SCHED_RR: on a busy box a descheduled emulator is extra delay")
     args = parser.parse_args(argv)
+    if args.realtime:
+        try:
+            os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(1))
+        except (OSError, AttributeError) as exc:
+            print(json.dumps({"warning": f"no realtime priority: {exc}"}), file=sys.stderr, flush=True)
     spec = WanSpec(delay_s=args.delay_ms / 1e3, jitter_s=args.jitter_ms / 1e3, loss_ratio=args.loss,
                    rate_bps=args.rate_bps, limit_bytes=args.limit_bytes)
     stop = [False]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import statistics
 
 import pytest
 
@@ -11,12 +12,13 @@ from integration.traffic import Flow, run_flows
 
 
 def _ping(src, dst_addr: str, count: int, interval_s: float) -> tuple[float, float]:
-    """(average RTT in seconds, loss ratio) of `count` pings."""
-    out = src.run(["ping", "-q", "-c", str(count), "-i", f"{interval_s:g}", "-W", "2", dst_addr],
+    """(median RTT in seconds, loss ratio) of `count` pings. The median, because on a busy
+    2-core box one echo now and then waits for a CPU, and that is the box, not the link."""
+    out = src.run(["ping", "-c", str(count), "-i", f"{interval_s:g}", "-W", "2", dst_addr],
                   check=False, timeout=count * interval_s + 30).stdout
     sent, received = map(int, re.search(r"(\d+) packets transmitted, (\d+) received", out).groups())
-    avg = re.search(r"= [\d.]+/([\d.]+)/", out)
-    return (float(avg.group(1)) / 1e3 if avg else float("nan")), 1 - received / sent
+    rtts = [float(x) / 1e3 for x in re.findall(r"time=([\d.]+) ms", out)]
+    return (statistics.median(rtts) if rtts else float("nan")), 1 - received / sent
 
 
 @pytest.fixture
@@ -32,11 +34,12 @@ def test_ping_rtt_is_within_ten_percent_of_the_configured_rtt(pair):
     for rtt_s in (0.020, 0.050, 0.100):
         line = tb.wan(r, [a], [b], WanSpec.from_rtt(rtt_s))
         measured_s, loss = _ping(a, b.addr, count=10, interval_s=0.1)
-        assert loss == 0
-        assert abs(measured_s - rtt_s) <= 0.10 * rtt_s, (rtt_s, measured_s)
         measured6_s, _ = _ping(a, b.addr6, count=5, interval_s=0.1)
+        stats = tb.remove_wan(line)
+        assert loss <= 0.1, (rtt_s, loss, stats)   # a busy box may time out one echo; none is dropped
+        assert all(d["lost"] == d["full"] == d["write_errors"] == 0 for d in stats.values()), stats
+        assert abs(measured_s - rtt_s) <= 0.10 * rtt_s, (rtt_s, measured_s)
         assert abs(measured6_s - rtt_s) <= 0.10 * rtt_s, ("v6", rtt_s, measured6_s)
-        tb.remove_wan(line)
     direct_s, _ = _ping(a, b.addr, count=5, interval_s=0.05)
     assert direct_s < 0.005   # with the line gone, no delay is left behind
 

@@ -214,7 +214,7 @@ class Testbed:
                 iif = src.iface_to(router).peer.name
                 router.run(["ip", "rule", "add", "iif", iif, "lookup", str(table), "pref", str(table)])
                 router.run(["ip", "-6", "rule", "add", "iif", iif, "lookup", str(table), "pref", str(table)])
-        proc = router.python(["-m", "integration.delayline", "--pair", *devices, *spec.argv()])
+        proc = router.python(["-m", "integration.delayline", "--pair", *devices, *spec.argv(), "--realtime"])
         ready = proc.stdout.readline()
         if '"ready"' not in ready:
             proc.kill()
