@@ -16,7 +16,8 @@ import socket
 import torch
 import torch.distributed as dist
 
-from collectives.daemon import DaemonClient, DaemonFailure
+from qosd.api.client import ApiClient
+from qosd.api.errors import ApiError, ApiUnavailable
 
 log = logging.getLogger(__name__)
 SLOT = 17    # 1 byte marker (1 = IPv4, 2 = IPv6) + 16 address bytes
@@ -60,7 +61,7 @@ class MembershipReporter:
     None): the all-reduce inside is a collective, and one replica skipping it would leave the
     others waiting on it."""
 
-    def __init__(self, job: str, address: str, client: DaemonClient | None) -> None:
+    def __init__(self, job: str, address: str, client: ApiClient | None) -> None:
         self.job = job
         self.address = address
         self.client = client
@@ -88,5 +89,5 @@ class MembershipReporter:
         try:
             self.client.call("job_members", {"job": self.job, "members": members, "epoch": epoch})
             self.reported = members
-        except DaemonFailure as exc:
+        except (ApiError, ApiUnavailable) as exc:
             log.debug("job_members not reported: %s", exc)

@@ -47,9 +47,9 @@ from torch.distributed import TCPStore  # noqa: E402
 from torchft import Manager, ProcessGroupGloo  # noqa: E402
 
 from collectives.elastic import ElasticReducer, reduce_gradients  # noqa: E402
-from collectives.daemon import DaemonClient, default_socket_path  # noqa: E402
 from collectives.grant import ChainedGrantSource, DaemonGrantSource, MeasuredGrantSource  # noqa: E402
 from collectives.membership import MembershipReporter, local_address  # noqa: E402
+from qosd.api.client import ApiClient, default_socket_path  # noqa: E402
 
 IMPORTS_DONE_S = time.time()
 FEATURES = 32
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     reducer = ElasticReducer(manager, grants, job="elastic_train")
     params = list(model.parameters())
     lighthouse_host = urllib.parse.urlsplit(os.environ["TORCHFT_LIGHTHOUSE"]).hostname or "127.0.0.1"
-    daemon = DaemonClient() if os.path.exists(default_socket_path()) else None   # a local qosd follows the job
+    daemon = ApiClient(timeout_s=0.2) if os.path.exists(default_socket_path()) else None   # a local qosd follows the job
     reporter = MembershipReporter(args.job, local_address(lighthouse_host), daemon)
     loss_value = float("nan")
     first_quorum = True

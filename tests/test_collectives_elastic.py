@@ -73,7 +73,7 @@ def test_member_tables_sum_to_every_address_and_leave_healers_out():
 
 
 def test_reporter_reports_once_per_quorum_and_survives_a_missing_daemon():
-    from collectives.daemon import DaemonUnavailable
+    from qosd.api.errors import ApiUnavailable
     from collectives.membership import MembershipReporter
 
     class Client:
@@ -83,7 +83,7 @@ def test_reporter_reports_once_per_quorum_and_survives_a_missing_daemon():
         def call(self, method, params):
             self.calls.append((method, params))
             if params["epoch"] == 9:
-                raise DaemonUnavailable("gone")
+                raise ApiUnavailable("gone")
             return {"ok": True}
 
     class Manager(FakeFaultTolerantGroup):
