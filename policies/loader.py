@@ -23,11 +23,12 @@ from policies.model import (CONTROL_MODES, Control, ControlMode, Link, Match, Pe
                             TrafficClass)
 from policies.units import parse_percent
 from policies.schedules import read_schedule
+from policies.site import read_site
 from policies.yamldoc import YamlSyntaxError, parse_yaml
 
 KNOWN_VERSIONS = (1,)
 TOP_KEYS = ("version", "interface", "link", "classes", "control", "schedules", "peers",
-            "reflectors")
+            "reflectors", "site")
 TOP_REQUIRED = ("version", "interface", "link", "classes")
 LINK_KEYS = ("egress", "ingress")
 CLASS_KEYS = ("priority", "guarantee", "ceil", "default", "scavenger", "match")
@@ -105,6 +106,7 @@ def _read_policy(issues: Issues, value: Any, source: str) -> Policy | None:
     schedules = _indexed(issues, raw, "schedules", read_schedule)
     peers = _indexed(issues, raw, "peers", _peer)
     reflectors = _reflectors(issues, raw["reflectors"]) if "reflectors" in raw else ()
+    site = read_site(issues, raw["site"], source) if "site" in raw else None
     if link is not None:
         issues.items.extend(check_capacity(classes, link))
         issues.items.extend(check_schedules(schedules, classes, link))
@@ -114,7 +116,8 @@ def _read_policy(issues: Issues, value: Any, source: str) -> Policy | None:
         return None
     return Policy(version=version, interface=interface, link=link, classes=tuple(classes),
                   control=control, schedules=tuple(s for _, s in schedules),
-                  peers=tuple(p for _, p in peers), reflectors=reflectors, source=source)
+                  peers=tuple(p for _, p in peers), reflectors=reflectors, source=source,
+                  site=site)
 
 
 def _version(issues: Issues, value: Any) -> int | None:

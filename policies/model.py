@@ -131,6 +131,25 @@ class Peer:
 
 
 @dataclass(frozen=True)
+class Site:
+    """The site channel (`qosd.site`): where announcements go, whom they may come from.
+
+    `key_file` holds the shared secret (read by the agent, never kept in the model);
+    `networks` empty means the subnets of the policy's interface; `uplink_bps` a known
+    uplink rate (None: the hosts measure it)."""
+
+    key_file: str
+    name: str = "default"
+    group: IPAddress = ipaddress.IPv4Address("239.255.90.93")
+    port: int = 29389
+    peers: tuple[IPAddress, ...] = ()
+    networks: tuple[IPNetwork, ...] = ()
+    interval_s: float = 1.5
+    uplink_bps: int | None = None
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
 class Policy:
     version: int
     interface: str
@@ -141,6 +160,7 @@ class Policy:
     peers: tuple[Peer, ...] = ()
     reflectors: tuple[IPAddress, ...] = ()      # hosts that answer ping beyond the uplink
     source: str = "<policy>"
+    site: Site | None = None
 
     def class_named(self, name: str) -> TrafficClass:
         for cls in self.classes:

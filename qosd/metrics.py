@@ -81,6 +81,20 @@ class RepairCount:
 
 
 @dataclass(frozen=True)
+class SiteStats:
+    """The site channel (`qosd.site`): labels are roles and drop reasons, both closed sets."""
+
+    neighbours_by_role: tuple[tuple[str, int], ...]
+    uplink_bytes_per_second: float | None
+    compute_demand_bytes_per_second: float
+    disk_allowance_bytes_per_second: float | None
+    sent_total: int
+    received_total: int
+    expired_total: int
+    dropped_by_reason: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True)
 class MetricsSnapshot:
     classes: tuple[ClassStats, ...] = ()
     peers: tuple[PeerStats, ...] = ()
@@ -88,6 +102,7 @@ class MetricsSnapshot:
     decisions: tuple[DecisionCount, ...] = ()
     collectives: tuple[CollectiveAggregate, ...] = field(default=())
     repairs: tuple[RepairCount, ...] = ()
+    site: SiteStats | None = None
 
 
 class QosdCollector(Collector):
@@ -105,10 +120,45 @@ class QosdCollector(Collector):
 
 
 def render(snap: MetricsSnapshot) -> list[Metric]:
-    """The metric families for one snapshot; every family is present even when empty."""
+    """The metric families for one snapshot; every family is present even when empty (the
+    `qosd_site_*` ones whenever the daemon has a site channel)."""
     return [*_class_families(snap), *_peer_families(snap), *_path_families(snap),
             *_decision_families(snap), *_repair_families(snap), *_collective_families(snap),
-            *_step_families(snap)]
+            *_step_families(snap), *_site_families(snap.site)]
+
+
+def _site_families(site: SiteStats | None) -> list[Metric]:
+    if site is None:
+        return []
+    neighbours = GaugeMetricFamily("qosd_site_neighbours",
+                                   "Agents heard on the site channel, by role.", labels=["role"])
+    uplink = GaugeMetricFamily("qosd_site_uplink_bytes_per_second",
+                               "The site's shared uplink as this host reckons it.")
+    demand = GaugeMetricFamily("qosd_site_compute_demand_bytes_per_second",
+                               "Compute demand of the whole site (this host's included).")
+    allowance = GaugeMetricFamily("qosd_site_disk_allowance_bytes_per_second",
+                                  "What the site leaves this host's scavenger classes.")
+    sent = CounterMetricFamily("qosd_site_announcements_sent_total",
+                               "Announcements this host sent.")
+    received = CounterMetricFamily("qosd_site_announcements_received_total",
+                                   "Authenticated announcements accepted from neighbours.")
+    expired = CounterMetricFamily("qosd_site_neighbours_expired_total",
+                                  "Neighbours forgotten after going silent.")
+    dropped = CounterMetricFamily("qosd_site_announcements_dropped_total",
+                                  "Announcements dropped, by reason.", labels=["reason"])
+    for role, n in site.neighbours_by_role:
+        neighbours.add_metric([role], n)
+    if site.uplink_bytes_per_second is not None:
+        uplink.add_metric([], site.uplink_bytes_per_second)
+    demand.add_metric([], site.compute_demand_bytes_per_second)
+    if site.disk_allowance_bytes_per_second is not None:
+        allowance.add_metric([], site.disk_allowance_bytes_per_second)
+    sent.add_metric([], site.sent_total)
+    received.add_metric([], site.received_total)
+    expired.add_metric([], site.expired_total)
+    for reason, n in site.dropped_by_reason:
+        dropped.add_metric([reason], n)
+    return [neighbours, uplink, demand, allowance, sent, received, expired, dropped]
 
 
 def _class_families(snap: MetricsSnapshot) -> list[Metric]:

@@ -57,6 +57,8 @@ def _group_id(name: str | None) -> int | None:
               help="Share of one core flow classification may use. A pass costs at least the "
                    "kernel's TCP and UDP hash walks (~4 ms on some hosts): raise this for new "
                    "flows classified within one control interval.")
+@click.option("--no-site", is_flag=True,
+              help="Do not join the policy's site channel (no announcements sent or heard).")
 @click.option("--state-dir", default=None, metavar="DIR",
               help="Where class names are remembered between runs (default: /run/qosd).")
 @click.option("--recorder-dir", default="/var/lib/qosd/recorder", show_default=True,
@@ -72,8 +74,9 @@ def _group_id(name: str | None) -> int | None:
 @click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
 def run(policy_path: str, socket_path: str | None, socket_group: str | None, metrics: str,
         clear_on_exit: bool, force: bool, no_reflector: bool, no_echo: bool, no_flows: bool,
-        flow_budget: float, state_dir: str | None, recorder_dir: str, recorder_max_mb: float,
-        recorder_interval: float, wait_interface: bool, verbose: int) -> None:
+        flow_budget: float, no_site: bool, state_dir: str | None, recorder_dir: str,
+        recorder_max_mb: float, recorder_interval: float, wait_interface: bool,
+        verbose: int) -> None:
     """The daemon: control loop at the policy's interval, local API, metrics.
 
     Checks everything that could stop it (one daemon per interface, the API socket, the
@@ -97,7 +100,7 @@ def run(policy_path: str, socket_path: str | None, socket_group: str | None, met
                           state_dir=state_dir or DaemonConfig.state_dir,
                           recorder=None if recorder_dir == "off" else
                           RecorderConfig(recorder_dir, recorder_max_mb, recorder_interval),
-                          wait_interface=wait_interface)
+                          wait_interface=wait_interface, site=not no_site)
     sys.exit(asyncio.run(Daemon(config).run()))
 
 

@@ -85,15 +85,21 @@ def flows(policy_path: str | None, cls: str | None, pid: int | None, netns: str 
               help="Seconds to wait for the daemon.")
 def peers(as_json: bool, socket_path: str | None, timeout_s: float) -> None:
     """Each peer's path beyond this host: the delay signal measuring it and why, RTT, base
-    RTT, queueing delay and loss. UNMEASURED: no signal covers it (never a clear path)."""
+    RTT, queueing delay and loss. UNMEASURED: no signal covers it (never a clear path).
+    The site's neighbours first when the policy has a `site:` (JSON: `qosd status --json`)."""
     from qosd.api.client import ApiClient
     from qosd.cli.status_cmd import peer_rows
 
+    from qosd.cli.status_cmd import format_site
+
     with ApiClient(socket_path, timeout_s=timeout_s) as client:
-        result = client.call("grants").get("peers") or {}
+        reply = client.call("grants")
+    result, site = reply.get("peers") or {}, reply.get("site")
     if as_json:
         click.echo(json.dumps(result, indent=2, sort_keys=True))
         return
+    if site:
+        click.echo("\n".join(format_site(site)) + "\n")
     if not result:
         click.echo("the daemon measures no peers (add `peers:` or `reflectors:` to the policy)")
         return

@@ -55,6 +55,8 @@ def format_status(status: Mapping[str, Any]) -> str:
     if told:
         lines += ["", "CONTROLLER SEES  " + "; ".join(
             f"{role}: {_path(p)}" for role, p in sorted(told.items()))]
+    if status.get("site"):
+        lines += [""] + format_site(status["site"])
     decisions: Sequence[Mapping[str, Any]] = status.get("decisions") or []
     if decisions:
         lines += ["", "LAST DECISIONS"]
@@ -95,6 +97,25 @@ def peer_rows(peers: Mapping[str, Mapping[str, Any]], with_why: bool) -> list[st
                      _ms(p.get("rtt_s")), _ms(p.get("base_rtt_s")), _ms(p.get("queue_delay_s")),
                      _percent(p.get("loss"))) + ((p.get("why") or "-",) if with_why else ()))
     return _table(header + (("WHY",) if with_why else ()), rows)
+
+
+def format_site(site: Mapping[str, Any]) -> list[str]:
+    """The site channel's view: this host, the shared uplink, every neighbour heard."""
+    allowance = site.get("disk_allowance_bps")
+    dropped = sum((site.get("dropped_total") or {}).values())
+    lines = [f"SITE {site.get('name', '?')}  this host {site.get('host', '?')} "
+             f"({', '.join(site.get('roles') or []) or 'idle'})  uplink "
+             f"{_rate(site.get('uplink_bps'))} ({site.get('uplink_source', '?')})  compute demand "
+             f"{_rate(site.get('compute_demand_bps'))}  disk allowance "
+             f"{'none' if allowance is None else _rate(allowance)}  dropped {dropped}"]
+    neighbours = site.get("neighbours") or []
+    lines += _table(("NEIGHBOUR", "ADDRESS", "ROLES", "UPLINK", "COMPUTE", "DISK", "TX", "HEARD"),
+                    [(n.get("host", "?"), n.get("address", "?"),
+                      ",".join(n.get("roles") or []) or "idle", _rate(n.get("uplink_bps")),
+                      _rate(n.get("compute_bps")), _rate(n.get("disk_bps")),
+                      _rate(n.get("tx_bps")), _duration(n.get("age_s")) + " ago")
+                     for n in neighbours])
+    return lines
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:

@@ -28,6 +28,7 @@ from qosd.control.rightsize import SizingState, sized_limits
 from qosd.control.rightsize import update as update_sizing
 from qosd.control.schedule import ClassLimits, active_overrides, base_limits, effective_limits
 from qosd.control.signals import Tick
+from qosd.control.site_inputs import capped_by_site, scavenger_view
 from qosd.control.tuning import DEFAULT_TUNING, Tuning
 
 
@@ -43,6 +44,8 @@ class ControllerState:
     older_delay_s: float | None = None       # the tick before the last, for a steadier slope
     older_now_s: float | None = None
     sizing: SizingState = SizingState()      # right-size mode only: the compute cap
+    last_bulk_delay_s: float | None = None   # the scavengers' own path, last tick
+    site_scavenger_bps: int | None = None    # the site's cap last applied
 
 
 def initial_state(policy: Policy, wallclock: datetime, link_bps: int | None = None,
@@ -69,9 +72,12 @@ def step(policy: Policy, state: ControllerState, tick: Tick,
     if control.mode == "observe":
         return replace(state, last_now_s=now), []
     base = base_limits(policy, link_policy_bps)
-    limits = (effective_limits(policy, tick.wallclock, link_policy_bps)
-              if active_overrides(policy, tick.wallclock) else base)
-    limits_cause: Reason = "policy" if base != state.base_limits else "schedule"
+    limits = capped_by_site(policy, effective_limits(policy, tick.wallclock, link_policy_bps)
+                            if active_overrides(policy, tick.wallclock) else base,
+                            tick.site_scavenger_bps)
+    limits_cause: Reason = ("policy" if base != state.base_limits else
+                            "site" if tick.site_scavenger_bps != state.site_scavenger_bps
+                            else "schedule")
     sizing = state.sizing
     if control.mode == "right-size":
         sizing, sized_reason = update_sizing(sizing, now, tick.steps_s, control.step_slack,
@@ -86,6 +92,13 @@ def step(policy: Policy, state: ControllerState, tick: Tick,
     ctx = TickContext(now, state.autorate.link_bps, link_policy_bps, view,
                       max(control.interval_s, tick.path.rtt_s or 0.0), tuning,
                       is_probing(state.autorate, link_policy_bps, tuning))
+    bulk = tick.bulk_path
+    bulk_delay_s = bulk.delay_s
+    bulk_view = delay_view(bulk_delay_s, state.last_bulk_delay_s, dt_s, control.target_delay_s,
+                           tuning) if bulk_delay_s is not None else None
+    scav_view = scavenger_view(view, bulk_view)
+    scav_ctx = ctx if scav_view is view else replace(
+        ctx, view=scav_view, holdoff_s=max(control.interval_s, bulk.rtt_s or 0.0))
 
     prior = {c.name: c for c in state.classes}
     updated: dict[str, ClassState] = {}
@@ -97,7 +110,7 @@ def step(policy: Policy, state: ControllerState, tick: Tick,
         rule = update_scavenger if cls.scavenger else update_compute
         updated[cls.name], own[cls.name] = rule(
             prior.get(cls.name) or fresh(cls, lim), tick.classes.get(cls.name), lim, prev_lim,
-            ctx, limit_reasons[cls.name])
+            scav_ctx if cls.scavenger else ctx, limit_reasons[cls.name])
 
     autorate, link_reason = update_link(state.autorate, view, tick, link_policy_bps,
                                         control.interval_s, tuning)
@@ -115,7 +128,8 @@ def step(policy: Policy, state: ControllerState, tick: Tick,
         policy_link_bps=link_policy_bps, autorate=autorate,
         classes=tuple(updated[c.name] for c in policy.classes), limits=limits, base_limits=base,
         last_delay_s=delay_s, last_now_s=now, older_delay_s=state.last_delay_s,
-        older_now_s=state.last_now_s, sizing=sizing)
+        older_now_s=state.last_now_s, sizing=sizing, last_bulk_delay_s=bulk_delay_s,
+        site_scavenger_bps=tick.site_scavenger_bps)
     return next_state, decisions
 
 

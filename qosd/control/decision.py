@@ -20,6 +20,7 @@ Reason = Literal[
     "policy",               # the policy itself changed (reload)
     "step-slack",           # right-size: step time within the slack, compute's cap lowered
     "step-regression",      # right-size: step time regressed, compute's last good cap back
+    "site",                 # the site channel changed what neighbours' compute leaves free
 ]
 REASONS: tuple[Reason, ...] = get_args(Reason)
 

@@ -80,7 +80,14 @@ class PathSample:
 @dataclass(frozen=True)
 class Tick:
     """One control interval's measurements. `now_s` is monotonic; `wallclock` is local time
-    and only drives schedules."""
+    and only drives schedules.
+
+    `bulk_path` is the queueing delay beyond the host on the path of its own scavenger
+    flows: a disk host with no compute and no probed peer still sees the queue it builds in
+    the router. `site_scavenger_bps` is the most all scavenger classes together may send,
+    as the site channel (`qosd.site`) reckons what neighbours' compute leaves; None: no
+    site knowledge. Both are inputs only: the controller stays pure.
+    """
 
     now_s: float
     wallclock: datetime
@@ -89,3 +96,4 @@ class Tick:
     link_tx_rate_bps: float
     bulk_path: PathSample = PathSample(queue_delay_s=None, role="bulk")
     steps_s: tuple[float, ...] = ()   # durations of the jobs' steps that ended this tick
+    site_scavenger_bps: int | None = None    # what the site leaves this host's scavengers

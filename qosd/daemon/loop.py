@@ -30,6 +30,8 @@ from qosd.tc.build import with_link_rate, with_rates
 from qosd.tc.executor import ApplyResult
 from qosd.tc.kernel import ClassStats
 from qosd.tc.tree import ROOT_CLASSID, Op, TcTree
+from qosd.site.agent import SiteAgent
+from qosd.site.share import Local
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +121,7 @@ class ControlLoop:
     peers: Callable[[], Mapping[str, PeerPath]]       # refreshed once per tick
     flows: FlowStep | None = None                    # per-flow filters; None: static rules only
     steps: Callable[[], tuple[float, ...]] | None = None   # jobs' step times since the last tick
+    site: SiteAgent | None = None                    # the site channel; None: this host alone
     clock: Clock = field(default_factory=SystemClock)
     state: ControllerState | None = None
     views: dict[str, ClassView] = field(default_factory=dict)
@@ -167,10 +170,11 @@ class ControlLoop:
         now_s = self.clock.monotonic()
         samples, link_tx_bps = self._sample(now_s)
         paths = self.peers()
+        path, bulk = worst_path(paths), worst_path(paths, BULK_ROLES, "bulk")
         tick = Tick(now_s=now_s, wallclock=self.clock.wallclock(), classes=samples,
-                    path=worst_path(paths), link_tx_rate_bps=link_tx_bps,
-                    bulk_path=worst_path(paths, BULK_ROLES, "bulk"),
-                    steps_s=self.steps() if self.steps is not None else ())
+                    path=path, link_tx_rate_bps=link_tx_bps, bulk_path=bulk,
+                    steps_s=self.steps() if self.steps is not None else (),
+                    site_scavenger_bps=self._site(now_s, samples, link_tx_bps, path, bulk))
         self.last_tick = tick
         self.state, decisions = step(self.policy, self.state, tick)  # type: ignore[arg-type]
         for d in decisions:
@@ -194,6 +198,23 @@ class ControlLoop:
             self._stale = True
         self.ticks += 1
         return TickReport(now_s, time.perf_counter() - start, tuple(decisions), ops)
+
+    def _site(self, now_s: float, samples: Mapping[str, ClassSample], link_tx_bps: float,
+              path: PathSample, bulk: PathSample) -> int | None:
+        """Tell the site what this host does; the scavengers' allowance it answers with."""
+        if self.site is None:
+            return None
+        protected = {c.name for c in self.policy.classes if not c.scavenger and not c.default}
+        scavengers = {c.name for c in self.policy.classes if c.scavenger}
+        target_s = self.policy.control.target_delay_s
+        delays = [p.delay_s for p in (path, bulk) if p.delay_s is not None]
+        peers = tuple(dict.fromkeys(str(r.dst) for r in (self.flows.records if self.flows else ())
+                                    if r.cls in protected and not r.dst.is_loopback))[:8]
+        local = Local(compute_tx_bps=sum(s.tx_rate_bps for n, s in samples.items() if n in protected),
+                      disk_tx_bps=sum(s.tx_rate_bps for n, s in samples.items() if n in scavengers),
+                      tx_bps=link_tx_bps, queue_standing=any(d > target_s for d in delays),
+                      peers=peers)
+        return self.site.exchange(now_s, local, self.policy.link.egress_bps).disk_allowance_bps
 
     def mark_stale(self) -> None:
         """Someone else changed the tree (the watchdog): re-read the kernel next tick."""

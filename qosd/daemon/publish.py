@@ -60,4 +60,5 @@ def capture(loop: ControlLoop | None, policy: Policy, *, policy_path: str, state
                           bulk_path=tick.bulk_path if tick else None,
                           classes=tuple(loop.views[n] for n in names if n in loop.views),
                           flows=summary, decisions=tuple(loop.decisions),
-                          decision_counts=counts, **common)
+                          decision_counts=counts,
+                          site=loop.site.snapshot if loop.site is not None else None, **common)

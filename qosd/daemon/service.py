@@ -13,10 +13,11 @@ Each tick publishes one frozen `DaemonSnapshot`; readers see nothing else.
 
 Start-up checks every resource another process could hold (the interface lock, the API
 socket, the metrics port, the probe ports) before the kernel is touched, so a daemon that
-cannot run changes nothing. The tree is then kept true against the kernel, not against the
-daemon's memory: netlink notifications (device gone or re-created, qdisc deleted or added)
-and a periodic re-read trigger a reconcile from what the kernel really holds, and each
-repair is recorded.
+cannot run changes nothing. The site channel (a shared UDP port: never refused) opens once
+the interface is there, since it speaks from the interface's address, also before the kernel
+is touched. The tree is then kept true against the kernel, not against the daemon's memory:
+netlink notifications (device gone or re-created, qdisc deleted or added) and a periodic re-
+read trigger a reconcile from what the kernel really holds, and each repair is recorded.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ from qosd.measure.pathsignal import PeerPath
 from qosd.measure.probe import PROBE_PORT, Reflector
 from qosd.metrics import MetricsServer, QosdCollector, serve_metrics
 from qosd.shaper import open_reconciler
+from qosd.site.agent import SiteAgent, open_site_agent
 from qosd.tc import segmentation
 from qosd.tc.build import class_minors
 from qosd.tc.events import KernelEvent, KernelEvents
@@ -90,6 +92,7 @@ class DaemonConfig:
     wait_interface: bool = True
     resync_s: float = 1.0
     recorder: RecorderConfig | None = None
+    site: bool = True
 
 
 class Watchdog(threading.Thread):
@@ -140,6 +143,8 @@ class Daemon:
         self.stop_event: asyncio.Event | None = None
         self.loop_: ControlLoop | None = None
         self.paths = PathMonitor(probe_rate_hz=config.probe_rate_hz, echo=config.echo)
+        self.site: SiteAgent | None = None      # the site channel; None: this host alone
+        self._site_for: Policy | None = None    # the policy the site channel follows
         self._segmented: tuple[str, tuple[str, ...]] | None = None
         self._peer_passes = 0
         self._peers_now: Mapping[str, PeerPath] = {}
@@ -185,9 +190,11 @@ class Daemon:
                                      reconcile=self.shaper.reconcile, peers=lambda: self._peers_now,
                                      steps=lambda: self._steps_now,
                                      flows=FlowStep(policy, budget_frac=self.config.flow_budget)
-                                     if self.config.flows else None)
+                                     if self.config.flows else None, site=self.site)
         else:
             self.loop_.reload(policy, tree)
+        if self._site_for is not policy:
+            self._reopen_site(policy)
         self.state = "running"
         self.snapshot = self._capture()
         return n_ops
@@ -237,6 +244,27 @@ class Daemon:
                       self.config.policy_path, exc)
             return
         log.info("SIGHUP: reloaded %s (%d ops)", self.config.policy_path, ops)
+
+    # -- the site channel -----------------------------------------------------------------
+    def _reopen_site(self, policy: Policy) -> None:
+        """The site channel follows the policy (reopened on every install of a new one, so
+        a new key file is read). One that cannot open leaves this host alone (delay-based
+        yielding still works) and says why. Runs before the first tick or in the kernel
+        worker, never beside a tick that uses the channel."""
+        self._close_site()
+        self._site_for = policy
+        if self.config.site:
+            try:
+                self.site = open_site_agent(policy)
+            except (QosdError, OSError) as exc:
+                log.error("site channel off: %s", exc)
+        if self.loop_ is not None:
+            self.loop_.site = self.site
+
+    def _close_site(self) -> None:
+        if self.site is not None:
+            self.site.close()
+            self.site = None
 
     # -- the API's write side (handlers.Control) ------------------------------------------
     def _flow_step(self) -> FlowStep:
@@ -353,6 +381,10 @@ class Daemon:
                 aio.add_signal_handler(signal.SIGHUP, self.reload_from_file)
                 if not await self._wait_for_interface():
                     return 0
+                # The site channel speaks from the interface's address, so it opens once the
+                # interface is there; still before the kernel is touched.
+                self._reopen_site(self.policy)
+                stack.callback(self._close_site)
                 ops = await self.install(self.policy)
                 assert self.loop_ is not None
                 stack.push_async_callback(self._in_worker, self._leave)

@@ -22,6 +22,8 @@ from qosd.control.signals import PathSample
 from qosd.measure.pathsignal import PeerPath
 from qosd.metrics import (ClassStats, DecisionCount, MetricsSnapshot, PeerPathStats, PeerStats,
                           RepairCount)
+from qosd.site import agent as site_agent
+from qosd.site.agent import SiteSnapshot
 from qosd.telemetry import CollectiveAggregate
 
 PROBE_CLASS = "probe"
@@ -96,6 +98,7 @@ class DaemonSnapshot:
     jobs: tuple[CollectiveAggregate, ...] = ()
     metrics_addr: str | None = None
     recorder: dict[str, Any] | None = None           # the flight recorder's status, if any
+    site: SiteSnapshot | None = None                 # the site channel's tick; None: alone
 
     @cached_property
     def status_json(self) -> dict[str, Any]:
@@ -113,17 +116,23 @@ class DaemonSnapshot:
                 "dynamic_filters": flows.dynamic_filters if flows else 0,
                 "decisions": [decision_json(d) for d in self.decisions[-STATUS_DECISIONS:]],
                 "repairs": [r.to_json() for r in self.repairs],
-                "metrics": self.metrics_addr, "recorder": self.recorder}
+                "metrics": self.metrics_addr, "recorder": self.recorder,
+                "site": self.site_json}
 
     @cached_property
     def grants_json(self) -> dict[str, Any]:
         return {"classes": {c.name: {"rate_bps": c.rate_bps, "ceil_bps": c.ceil_bps}
                             for c in self.classes},
-                "peers": self.peers_json, "link": {"egress_bps": self.link_egress_bps}}
+                "peers": self.peers_json, "link": {"egress_bps": self.link_egress_bps},
+                "site": self.site_json}
 
     @cached_property
     def peers_json(self) -> dict[str, Any]:
         return {p.name: p.to_json() for p in self.peers}
+
+    @cached_property
+    def site_json(self) -> dict[str, Any] | None:
+        return site_agent.site_json(self.site)
 
     def flows_json(self, cls: str | None = None, pid: int | None = None) -> dict[str, Any]:
         flows = self.flows or FlowSummary(0, 0.0, 0, 0, (), ())
@@ -155,7 +164,8 @@ class DaemonSnapshot:
         repairs = tuple(RepairCount(interface=self.interface, cause=cause, count=n)
                         for cause, n in self.repair_counts)
         return MetricsSnapshot(classes=classes, peers=peers, paths=paths, decisions=decisions,
-                               collectives=self.jobs, repairs=repairs)
+                               collectives=self.jobs, repairs=repairs,
+                               site=site_agent.site_stats(self.site))
 
 
 def starting(interface: str, policy_path: str, class_names: tuple[str, ...],
