@@ -175,6 +175,37 @@ class Testbed:
         self.links.append(link)
         return link
 
+    def lan(self, router: Host, hosts: list[Host], bridge: str = "br0") -> Iface:
+        """Several hosts on one LAN behind `router`, as in an office: a bridge in the router
+        (its address is every host's default route) and one subnet (/24 and /64) for all.
+        Multicast snooping is off, so the bridge floods multicast like a plain switch."""
+        n = next(self._subnets)
+        if n > 250:
+            raise TestbedError("out of test subnets")
+        net4 = list(V4_POOL.subnets(new_prefix=24))[n]
+        net6 = ipaddress.ip_network(f"2001:2:0:{n:x}::/64")
+        router.run(["ip", "link", "add", bridge, "type", "bridge", "mcast_snooping", "0"])
+        gw = Iface(host=router, name=bridge, v4=ipaddress.ip_interface(f"{net4[1]}/24"),
+                   v6=ipaddress.ip_interface(f"{net6[1]}/64"))
+        router.run(["ip", "addr", "add", str(gw.v4), "dev", bridge])
+        router.run(["ip", "-6", "addr", "add", str(gw.v6), "dev", bridge, "nodad"])
+        router.run(["ip", "link", "set", bridge, "up"])
+        router.ifaces.append(gw)
+        for i, host in enumerate(hosts):
+            name, port = f"eth{len(host.ifaces)}", f"{bridge}p{i}"
+            _sh(["ip", "link", "add", name, "netns", host.ns, "type", "veth", "peer", "name", port,
+                 "netns", router.ns])
+            router.run(["ip", "link", "set", port, "master", bridge])
+            router.run(["ip", "link", "set", port, "up"])
+            iface = Iface(host=host, name=name, v4=ipaddress.ip_interface(f"{net4[i + 2]}/24"),
+                          v6=ipaddress.ip_interface(f"{net6[i + 2]}/64"), peer=gw)
+            host.run(["ip", "addr", "add", str(iface.v4), "dev", name])
+            host.run(["ip", "-6", "addr", "add", str(iface.v6), "dev", name, "nodad"])
+            host.run(["ip", "link", "set", name, "up"])
+            host.ifaces.append(iface)
+            self.route_via(host, gw)
+        return gw
+
     def route_via(self, host: Host, gateway: Iface) -> None:
         """Make `gateway` (an interface of a neighbour) the host's default route."""
         host.run(["ip", "route", "replace", "default", "via", str(gateway.v4.ip)])

@@ -32,6 +32,10 @@ from qosd.control.site_inputs import capped_by_site, scavenger_view
 from qosd.control.tuning import DEFAULT_TUNING, Tuning
 
 
+PEAK_DECAY_PER_S = 0.98      # the sent peak halves in ~35 s of sending less
+MIN_REFERENCE_FRAC = 0.01
+
+
 @dataclass(frozen=True)
 class ControllerState:
     policy_link_bps: int                     # the configured link: autorate never exceeds it
@@ -46,6 +50,7 @@ class ControllerState:
     sizing: SizingState = SizingState()      # right-size mode only: the compute cap
     last_bulk_delay_s: float | None = None   # the scavengers' own path, last tick
     site_scavenger_bps: int | None = None    # the site's cap last applied
+    sent_peak_bps: float = 0.0               # the most the host sent lately (decaying)
 
 
 def initial_state(policy: Policy, wallclock: datetime, link_bps: int | None = None,
@@ -97,8 +102,10 @@ def step(policy: Policy, state: ControllerState, tick: Tick,
     bulk_view = delay_view(bulk_delay_s, state.last_bulk_delay_s, dt_s, control.target_delay_s,
                            tuning) if bulk_delay_s is not None else None
     scav_view = scavenger_view(view, bulk_view)
+    sent_peak_bps = max(tick.link_tx_rate_bps, state.sent_peak_bps * PEAK_DECAY_PER_S ** dt_s)
     scav_ctx = ctx if scav_view is view else replace(
-        ctx, view=scav_view, holdoff_s=max(control.interval_s, bulk.rtt_s or 0.0))
+        ctx, view=scav_view, holdoff_s=max(control.interval_s, bulk.rtt_s or 0.0),
+        policy_link_bps=bulk_reference_bps(link_policy_bps, sent_peak_bps))
 
     prior = {c.name: c for c in state.classes}
     updated: dict[str, ClassState] = {}
@@ -129,7 +136,7 @@ def step(policy: Policy, state: ControllerState, tick: Tick,
         classes=tuple(updated[c.name] for c in policy.classes), limits=limits, base_limits=base,
         last_delay_s=delay_s, last_now_s=now, older_delay_s=state.last_delay_s,
         older_now_s=state.last_now_s, sizing=sizing, last_bulk_delay_s=bulk_delay_s,
-        site_scavenger_bps=tick.site_scavenger_bps)
+        site_scavenger_bps=tick.site_scavenger_bps, sent_peak_bps=sent_peak_bps)
     return next_state, decisions
 
 
@@ -157,6 +164,13 @@ def _decisions(policy: Policy, now: float, state: ControllerState, autorate: Aut
                 mine = own[cls.name] if field == adaptive else None
                 decisions.append(Decision(now, cls.name, field, old_bps, new_bps, mine or cause))
     return decisions
+
+
+def bulk_reference_bps(policy_link_bps: int, sent_peak_bps: float) -> int:
+    """What a scavenger yielding to its own path sizes its steps by: the most the host was
+    seen to send (its path carried that much), not a configured link that may be the LAN's
+    speed, ten times the uplink's, which would make each regrowth step a flood."""
+    return int(min(policy_link_bps, max(sent_peak_bps, policy_link_bps * MIN_REFERENCE_FRAC)))
 
 
 def grants(state: ControllerState) -> dict[str, Grant]:

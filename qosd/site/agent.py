@@ -62,7 +62,8 @@ class SiteAgent:
                 continue
             state = share.heard(state, ann, address, now_s, tuning)
         state = share.expire(state, now_s, tuning)
-        state = share.measured(state, local, now_s, self.site.uplink_bps or reference_bps, tuning)
+        known = self.snapshot.view.uplink_bps if self.snapshot is not None else None
+        state = share.measured(state, local, now_s, known or reference_bps, tuning)
         ann = share.announcement(state, local, tuning)
         if share.due(state, ann, now_s, tuning):
             self.channel.send(encode(ann, self.key, self.site.name))

@@ -7,8 +7,10 @@ the channel hears and what the host measures each tick.
 - Neighbours are the hosts whose authenticated announcements came from the site's address
   range; one not heard for `expire_s` is forgotten. At most `max_neighbours` are kept.
 - The shared uplink is the policy's `site.uplink` when given; else the median of the
-  estimates the hosts have measured (a single liar cannot move a median of three), each
-  host estimating it from the site's total send rate while a queue stands beyond it.
+  estimates the hosts have measured (a single liar cannot move a median of three). A host
+  starts estimating once a queue stands beyond it (the uplink is full, so the site's total
+  send rate is its capacity) and keeps the most the site was seen to send, slowly
+  forgotten, since a site that sends less does not prove a smaller uplink.
 - Compute demand is every compute host's announced demand (each clamped to the uplink), the
   disk allowance what is left under `fill_frac` of the uplink, water-filled among the disk
   hosts: a disk host that sends less than its fair share leaves the rest to the others.
@@ -37,14 +39,16 @@ class SiteTuning:
     expire_s: float = 4.5          # a neighbour not heard this long is forgotten
     max_neighbours: int = 64
     fill_frac: float = 0.95        # the site's traffic together stays under this of the uplink
-    demand_headroom: float = 1.1   # announced compute demand = smoothed usage * this ...
-    demand_floor_frac: float = 0.02  # ... plus this much of the uplink (or policy link)
-    demand_gain: float = 0.3       # per tick, of the smoothed compute usage
+    demand_headroom: float = 1.0   # announced compute demand = usage * this ...
+    demand_floor_frac: float = 0.0   # ... plus this much of the shared uplink
+    demand_rise: float = 0.5       # per tick, of a rise in compute usage (fast: yield early)
+    demand_gain: float = 0.3       # per tick, of a fall, once held `demand_hold_s`
     demand_hold_s: float = 2.0     # demand falls only after this long below its peak
     change_frac: float = 0.2       # demand moved this much: announce before the heartbeat
     compute_min_bps: int = 1 * MBIT  # less than this is not a compute job needing the uplink
     disk_min_bps: int = 1 * MBIT
-    estimate_gain: float = 0.2     # per tick, of the uplink estimate toward the site's rate
+    estimate_gain: float = 0.2     # per tick, of the host's smoothed send rate
+    estimate_decay_per_s: float = 0.99  # the uplink estimate halves in ~70 s unless seen again
     step_frac: float = 0.02        # allowances move in steps of this much of the uplink
 
 
@@ -81,7 +85,8 @@ class SiteState:
     neighbours: Mapping[str, Neighbour] = field(default_factory=dict)
     compute_demand_bps: float = 0.0     # this host's, smoothed and held
     demand_peak_s: float | None = None
-    site_tx_bps: float = 0.0            # smoothed total the site sends
+    own_tx_bps: float = 0.0             # this host's send rate, smoothed (and announced)
+    measured_s: float | None = None
     uplink_estimate_bps: int | None = None
     seq: int = 0
     last_sent_s: float | None = None
@@ -134,9 +139,8 @@ def expire(state: SiteState, now_s: float,
 def measured(state: SiteState, local: Local, now_s: float, reference_bps: int,
              tuning: SiteTuning = DEFAULT_SITE_TUNING) -> SiteState:
     """Fold one tick's measurements in: this host's compute demand (smoothed, its peak held
-    `demand_hold_s`) and the uplink estimate (the site's smoothed send rate while a queue
-    stands beyond the host: the uplink is full then; never below what passed without one).
-    `reference_bps` sizes the demand's headroom (the shared uplink, else the policy link)."""
+    `demand_hold_s`) and the uplink estimate (module docstring). `reference_bps` sizes the
+    demand's headroom floor (the shared uplink, else the policy link)."""
     usage = local.compute_tx_bps
     smoothed = state.compute_demand_bps
     demand = 0.0
@@ -144,21 +148,20 @@ def measured(state: SiteState, local: Local, now_s: float, reference_bps: int,
         demand = usage * tuning.demand_headroom + tuning.demand_floor_frac * reference_bps
     peak_s = state.demand_peak_s
     if demand >= smoothed:
-        smoothed, peak_s = demand, now_s
+        smoothed, peak_s = smoothed + tuning.demand_rise * (demand - smoothed), now_s
     elif peak_s is None or now_s - peak_s >= tuning.demand_hold_s:
         smoothed += tuning.demand_gain * (demand - smoothed)
         if smoothed < tuning.compute_min_bps:
             smoothed, peak_s = 0.0, None
-    site_now = local.tx_bps + sum(n.ann.tx_bps for n in state.neighbours.values())
-    site_tx = state.site_tx_bps + tuning.estimate_gain * (site_now - state.site_tx_bps)
+    own_tx = state.own_tx_bps + tuning.estimate_gain * (local.tx_bps - state.own_tx_bps)
+    site_tx = own_tx + sum(n.ann.tx_bps for n in state.neighbours.values())
     estimate = state.uplink_estimate_bps
-    if local.queue_standing and site_tx > 0:
-        estimate = int(site_tx if estimate is None
-                       else estimate + tuning.estimate_gain * (site_tx - estimate))
-    elif estimate is not None and site_tx > estimate:
-        estimate = int(site_tx)
-    return replace(state, compute_demand_bps=smoothed, demand_peak_s=peak_s, site_tx_bps=site_tx,
-                   uplink_estimate_bps=estimate)
+    if estimate is not None and state.measured_s is not None:
+        estimate = int(estimate * tuning.estimate_decay_per_s ** (now_s - state.measured_s))
+    if local.queue_standing or estimate is not None:
+        estimate = int(max(site_tx, estimate or 0)) or None
+    return replace(state, compute_demand_bps=smoothed, demand_peak_s=peak_s, own_tx_bps=own_tx,
+                   uplink_estimate_bps=estimate, measured_s=now_s)
 
 
 def view(state: SiteState, local: Local, policy_uplink_bps: int | None,
@@ -205,7 +208,7 @@ def announcement(state: SiteState, local: Local,
     return Announcement(
         host=state.host, seq=state.seq + 1, roles=roles(state, local, tuning),
         uplink_bps=state.uplink_estimate_bps, compute_bps=int(state.compute_demand_bps),
-        disk_bps=int(local.disk_tx_bps), tx_bps=int(local.tx_bps), peers=local.peers,
+        disk_bps=int(local.disk_tx_bps), tx_bps=int(state.own_tx_bps), peers=local.peers,
         interval_s=tuning.heartbeat_s)
 
 
