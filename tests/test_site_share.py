@@ -242,3 +242,16 @@ def test_agent_caps_disk_while_a_neighbour_computes_and_frees_it_when_it_goes_si
     assert t <= agent.tuning.expire_s + 0.2
     assert view.disk_allowance_bps is None
     assert sends <= t + 1
+
+
+def test_status_text_shows_the_site_its_roles_uplink_and_neighbours():
+    from qosd.cli.status_cmd import format_status
+
+    ch = FakeChannel()
+    agent = _agent(ch)
+    agent.state = SiteState(host="h1", uplink_estimate_bps=100 * MBIT)
+    ch.inbox = [(encode(ann(compute=70 * MBIT), KEY, SITE), "198.18.1.3")]
+    agent.exchange(0.0, local(), 1000 * MBIT)
+    text = format_status({"interface": "eth0", "classes": {}, "site": site_json(agent.snapshot)})
+    assert "SITE office  this host h1 (disk)  uplink 100.0mbit (measured)" in text
+    assert "h2         198.18.1.3  compute" in text
