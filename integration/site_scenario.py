@@ -152,14 +152,16 @@ class Daemon:
 
 
 def start_daemon(host: Host, policy_text: str, workdir: Path, procs: list[subprocess.Popen],
-                 extra: Sequence[str] = ()) -> Daemon:
+                 flow_budget: float = 0.05) -> Daemon:
+    """`qosd run` in `host`. Disk hosts pass their flows often (5% of a core): the passive
+    RTT of their uploads is their delay signal; a compute host keeps the default."""
     from qosd.errors import QosdError
 
     policy, sock, log = (workdir / f"{host.name}.yaml", workdir / f"{host.name}.sock",
                          workdir / f"{host.name}-qosd.log")
     policy.write_text(policy_text)
     proc = qosd_cli(host, ["run", "--policy", str(policy), "--socket", str(sock), "--metrics",
-                           "off", "--clear-on-exit", "--flow-budget", "0.05", *extra], log=log)
+                           "off", "--clear-on-exit", "--flow-budget", str(flow_budget)], log=log)
     procs.append(proc)
     daemon = Daemon(host, str(sock), proc, log)
     deadline = time.monotonic() + 60
@@ -264,7 +266,8 @@ def run_site_mode(topo: SiteTopology, cfg: SiteConfig, mode: str, workdir: Path)
                        for h in topo.disk_hosts]
         if mode == "site":
             assert key is not None
-            start_daemon(topo.compute, compute_policy(topo, cfg, key), workdir, procs)
+            start_daemon(topo.compute, compute_policy(topo, cfg, key), workdir, procs,
+                         flow_budget=0.015)
         rank0, peer = start_training(topo, cfg, workdir, 29500 + n % 400, procs)
         sampler = CounterSampler(topo.core, bound_s)
         procs.append(sampler.proc)

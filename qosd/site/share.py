@@ -9,8 +9,9 @@ the channel hears and what the host measures each tick.
 - The shared uplink is the policy's `site.uplink` when given; else the median of the
   estimates the hosts have measured (a single liar cannot move a median of three). A host
   starts estimating once a queue stands beyond it (the uplink is full, so the site's total
-  send rate is its capacity) and keeps the most the site was seen to send, slowly
-  forgotten, since a site that sends less does not prove a smaller uplink.
+  send rate is its capacity) and keeps the most the site was seen to send for
+  `estimate_window_s` on end, slowly forgotten, since a site that sends less does not prove
+  a smaller uplink.
 - Compute demand is every compute host's announced demand (each clamped to the uplink), the
   disk allowance what is left under `fill_frac` of the uplink, water-filled among the disk
   hosts: a disk host that sends less than its fair share leaves the rest to the others.
@@ -49,6 +50,9 @@ class SiteTuning:
     disk_min_bps: int = 1 * MBIT
     estimate_gain: float = 0.2     # per tick, of the host's smoothed send rate
     estimate_decay_per_s: float = 0.99  # the uplink estimate halves in ~70 s unless seen again
+    estimate_window_s: float = 2.0   # a site rate counts once sustained this long: the
+                                     # neighbours' figures arrive a second apart, and a
+                                     # transient sum of stale ones must not set the uplink
     step_frac: float = 0.02        # allowances move in steps of this much of the uplink
 
 
@@ -86,6 +90,7 @@ class SiteState:
     compute_demand_bps: float = 0.0     # this host's, smoothed and held
     demand_peak_s: float | None = None
     own_tx_bps: float = 0.0             # this host's send rate, smoothed (and announced)
+    recent_site_tx: tuple[tuple[float, float], ...] = ()   # (t, site rate) in the window
     measured_s: float | None = None
     uplink_estimate_bps: int | None = None
     seq: int = 0
@@ -155,13 +160,17 @@ def measured(state: SiteState, local: Local, now_s: float, reference_bps: int,
             smoothed, peak_s = 0.0, None
     own_tx = state.own_tx_bps + tuning.estimate_gain * (local.tx_bps - state.own_tx_bps)
     site_tx = own_tx + sum(n.ann.tx_bps for n in state.neighbours.values())
+    recent = tuple((t, r) for t, r in state.recent_site_tx
+                   if now_s - t < tuning.estimate_window_s) + ((now_s, site_tx),)
+    sustained = min(r for _, r in recent) if now_s - recent[0][0] >= \
+        tuning.estimate_window_s * 0.5 else 0.0
     estimate = state.uplink_estimate_bps
     if estimate is not None and state.measured_s is not None:
         estimate = int(estimate * tuning.estimate_decay_per_s ** (now_s - state.measured_s))
     if local.queue_standing or estimate is not None:
-        estimate = int(max(site_tx, estimate or 0)) or None
+        estimate = int(max(sustained, estimate or 0)) or None
     return replace(state, compute_demand_bps=smoothed, demand_peak_s=peak_s, own_tx_bps=own_tx,
-                   uplink_estimate_bps=estimate, measured_s=now_s)
+                   uplink_estimate_bps=estimate, measured_s=now_s, recent_site_tx=recent)
 
 
 def view(state: SiteState, local: Local, policy_uplink_bps: int | None,
