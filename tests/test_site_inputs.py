@@ -1,9 +1,8 @@
-"""The site's two controller inputs (scavenger cap, own bulk path), the passive bulk-path
-reader, and the policy's `site:` section."""
+"""The site's two controller inputs (scavenger cap, own bulk path) and the policy's `site:`
+section."""
 
 from __future__ import annotations
 
-import ipaddress
 from datetime import datetime
 
 import pytest
@@ -11,9 +10,7 @@ import pytest
 from control_policy import MBIT, POLICY
 from policies import PolicyError, parse_policy
 from policies.model import Control, Link, Policy, RateSpec, TrafficClass
-from qosd.classify.flowtable import FlowRecord
 from qosd.control import ClassSample, PathSample, Tick, grants, initial_state, step
-from qosd.measure.bulkpath import bulk_path, local_sojourn_s
 
 NOON = datetime(2024, 1, 3, 12, 0)
 GBIT = 1000 * MBIT
@@ -29,7 +26,8 @@ def tick(now_s, disk_tx, bulk_delay_s=None, site_bps=None, compute_tx=0.0):
     classes = {"disk": ClassSample("disk", disk_tx, 0, 0, True)}
     if compute_tx:
         classes["compute"] = ClassSample("compute", compute_tx, 0, 0, True)
-    bulk = None if bulk_delay_s is None else PathSample(bulk_delay_s, 0.001, 0.001 + bulk_delay_s)
+    bulk = PathSample(bulk_delay_s, 0.001, 0.001 + bulk_delay_s if bulk_delay_s else None,
+                      role="bulk")
     return Tick(now_s, NOON, classes, PathSample(None), disk_tx + compute_tx, bulk_path=bulk,
                 site_scavenger_bps=site_bps)
 
@@ -87,24 +85,6 @@ def test_no_site_cap_starves_a_class_below_its_guarantee(cap):
     g = grants(state)
     assert g["disk"].rate_bps == 10 * MBIT and g["disk"].ceil_bps == 10 * MBIT
     assert g["compute"].rate_bps >= 60 * MBIT and g["other"].rate_bps >= 10 * MBIT
-
-
-def _record(cls, rtt_s, min_rtt_s, acked=10**6, state="established"):
-    addr = ipaddress.ip_address("198.18.2.2")
-    return FlowRecord(6, addr, 40000, addr, 5201, None, cls, cls, "rule", state, None, None,
-                      None, None, rtt_s, min_rtt_s, 0, acked, acked, 0, 0)
-
-
-def test_bulk_path_is_the_median_queue_of_the_scavenger_flows_less_the_local_sojourn():
-    records = [_record("disk", 0.031, 0.001), _record("disk", 0.021, 0.001),
-               _record("disk", 0.500, 0.001),                       # one flow stuck: ignored
-               _record("compute", 0.2, 0.001),                      # not a scavenger
-               _record("disk", 0.9, 0.001, acked=10),               # never moved data
-               _record("disk", 0.9, 0.001, state="fin-wait-1")]
-    path = bulk_path(records, frozenset({"disk"}), local_sojourn_s(12_500, 10 * MBIT))
-    assert path.queue_delay_s == pytest.approx(0.030 - 0.010)
-    assert path.base_rtt_s == pytest.approx(0.001)
-    assert bulk_path([], frozenset({"disk"})).delay_s is None
 
 
 def test_policy_site_section_parses_and_reports_each_bad_field(tmp_path):
