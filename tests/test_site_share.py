@@ -255,3 +255,40 @@ def test_status_text_shows_the_site_its_roles_uplink_and_neighbours():
     text = format_status({"interface": "eth0", "classes": {}, "site": site_json(agent.snapshot)})
     assert "SITE office  this host h1 (disk)  uplink 100.0mbit (measured)" in text
     assert "h2         198.18.1.3  compute" in text
+
+
+def test_a_neighbour_with_a_slower_heartbeat_lives_three_of_its_beats_and_no_more_than_30s():
+    slow = Announcement(host="h9", seq=1, roles=frozenset(), uplink_bps=None, compute_bps=0,
+                        disk_bps=0, tx_bps=0, interval_s=5.0)
+    sloth = Announcement(host="h8", seq=1, roles=frozenset(), uplink_bps=None, compute_bps=0,
+                         disk_bps=0, tx_bps=0, interval_s=60.0)
+    st = share.heard(share.heard(SiteState(host="h1"), slow, "198.18.1.9", 0.0),
+                     sloth, "198.18.1.8", 0.0)
+    assert set(share.expire(st, 14.9).neighbours) == {"h8", "h9"}
+    assert set(share.expire(st, 15.0).neighbours) == {"h8"}
+    assert share.expire(st, 30.0).neighbours == {}
+
+
+def test_a_transient_sum_of_stale_figures_does_not_set_the_uplink():
+    st = SiteState(host="h1")
+    for i in range(40):                                 # 4 s at a standing queue, 90 mbit
+        spike = 60 * MBIT if i == 20 else 0             # one tick's overshoot
+        st = share.measured(st, local(disk=90 * MBIT + spike, standing=True), i * 0.1,
+                            1000 * MBIT)
+    assert st.uplink_estimate_bps <= 91 * MBIT
+
+
+def test_site_metrics_render_with_bounded_labels():
+    from qosd.metrics import MetricsSnapshot, render
+
+    ch = FakeChannel()
+    agent = _agent(ch)
+    ch.inbox = [(encode(ann(), KEY, SITE), "198.18.1.3"), (b"junk", "10.0.0.1")]
+    agent.exchange(0.0, local(), 1000 * MBIT)
+    families = {f.name: f for f in render(MetricsSnapshot(site=site_stats(agent.snapshot)))}
+    assert {s.labels["role"] for s in families["qosd_site_neighbours"].samples} == \
+        {"compute", "disk", "idle"}
+    assert [s.labels for s in families["qosd_site_announcements_dropped"].samples
+            if s.name.endswith("_total")] == [{"reason": "source"}]
+    assert not any(s.labels.get("host") for f in families.values() for s in f.samples)
+    assert not [f for f in render(MetricsSnapshot()) if f.name.startswith("qosd_site")]

@@ -5,7 +5,8 @@ unit-tested with plain values (`tests/test_site_share.py`). `qosd.site.agent` fe
 the channel hears and what the host measures each tick.
 
 - Neighbours are the hosts whose authenticated announcements came from the site's address
-  range; one not heard for `expire_s` is forgotten. At most `max_neighbours` are kept.
+  range; one not heard for three heartbeats (its own or ours, whichever is longer, at most
+  `max_expire_s`) is forgotten. At most `max_neighbours` are kept.
 - The shared uplink is the policy's `site.uplink` when given; else the median of the
   estimates the hosts have measured (a single liar cannot move a median of three). A host
   starts estimating once a queue stands beyond it (the uplink is full, so the site's total
@@ -37,7 +38,8 @@ MBIT = 1_000_000
 class SiteTuning:
     heartbeat_s: float = 1.5       # announce at least this often
     min_gap_s: float = 1.0         # ... and never more often than this (<= 1 packet/s)
-    expire_s: float = 4.5          # a neighbour not heard this long is forgotten
+    expire_s: float = 4.5          # a neighbour not heard this long is forgotten ...
+    max_expire_s: float = 30.0     # ... or three of its heartbeats, up to this
     max_neighbours: int = 64
     fill_frac: float = 0.95        # the site's traffic together stays under this of the uplink
     demand_headroom: float = 1.0   # announced compute demand = usage * this ...
@@ -120,7 +122,8 @@ def heard(state: SiteState, ann: Announcement, address: str, now_s: float,
     if ann.host == state.host:
         return drop(state, "self")
     prior = state.neighbours.get(ann.host)
-    if prior is not None and ann.seq <= prior.ann.seq and now_s - prior.heard_s < tuning.expire_s:
+    if prior is not None and ann.seq <= prior.ann.seq \
+            and now_s - prior.heard_s < lifetime_s(prior, tuning):
         return drop(state, "replay")
     if prior is None and len(state.neighbours) >= tuning.max_neighbours:
         return drop(state, "full")
@@ -132,9 +135,15 @@ def drop(state: SiteState, reason: DropReason) -> SiteState:
     return replace(state, dropped={**state.dropped, reason: state.dropped.get(reason, 0) + 1})
 
 
+def lifetime_s(n: Neighbour, tuning: SiteTuning = DEFAULT_SITE_TUNING) -> float:
+    """How long a silent neighbour is kept: three of its own heartbeats (a host may announce
+    less often than this one), never less than ours, never more than `max_expire_s`."""
+    return max(tuning.expire_s, min(3 * n.ann.interval_s, tuning.max_expire_s))
+
+
 def expire(state: SiteState, now_s: float,
            tuning: SiteTuning = DEFAULT_SITE_TUNING) -> SiteState:
-    fresh = {h: n for h, n in state.neighbours.items() if now_s - n.heard_s < tuning.expire_s}
+    fresh = {h: n for h, n in state.neighbours.items() if now_s - n.heard_s < lifetime_s(n, tuning)}
     if len(fresh) == len(state.neighbours):
         return state
     return replace(state, neighbours=fresh,
