@@ -292,3 +292,19 @@ def test_site_metrics_render_with_bounded_labels():
             if s.name.endswith("_total")] == [{"reason": "source"}]
     assert not any(s.labels.get("host") for f in families.values() for s in f.samples)
     assert not [f for f in render(MetricsSnapshot()) if f.name.startswith("qosd_site")]
+
+
+def test_local_report_sorts_classes_into_compute_and_disk_and_sees_a_standing_queue():
+    from control_policy import POLICY
+    from qosd.control import ClassSample, PathSample
+    from qosd.site.agent import local_report
+
+    samples = {"compute": ClassSample("compute", 70 * MBIT, 0, 0, True),
+               "disk": ClassSample("disk", 20 * MBIT, 0, 0, True),
+               "other": ClassSample("other", 1 * MBIT, 0, 0, False)}
+    clear = (PathSample(0.001), PathSample(None, role="bulk"))
+    queued = (PathSample(None), PathSample(0.030, role="bulk"))
+    got = local_report(POLICY, samples, 91 * MBIT, clear, ())
+    assert (got.compute_tx_bps, got.disk_tx_bps, got.tx_bps) == (70 * MBIT, 20 * MBIT, 91 * MBIT)
+    assert not got.queue_standing
+    assert local_report(POLICY, samples, 91 * MBIT, queued, ()).queue_standing

@@ -30,8 +30,7 @@ from qosd.tc.build import with_link_rate, with_rates
 from qosd.tc.executor import ApplyResult
 from qosd.tc.kernel import ClassStats
 from qosd.tc.tree import ROOT_CLASSID, Op, TcTree
-from qosd.site.agent import SiteAgent
-from qosd.site.share import Local
+from qosd.site.agent import SiteAgent, local_report
 
 log = logging.getLogger(__name__)
 
@@ -204,16 +203,8 @@ class ControlLoop:
         """Tell the site what this host does; the scavengers' allowance it answers with."""
         if self.site is None:
             return None
-        protected = {c.name for c in self.policy.classes if not c.scavenger and not c.default}
-        scavengers = {c.name for c in self.policy.classes if c.scavenger}
-        target_s = self.policy.control.target_delay_s
-        delays = [p.delay_s for p in (path, bulk) if p.delay_s is not None]
-        peers = tuple(dict.fromkeys(str(r.dst) for r in (self.flows.records if self.flows else ())
-                                    if r.cls in protected and not r.dst.is_loopback))[:8]
-        local = Local(compute_tx_bps=sum(s.tx_rate_bps for n, s in samples.items() if n in protected),
-                      disk_tx_bps=sum(s.tx_rate_bps for n, s in samples.items() if n in scavengers),
-                      tx_bps=link_tx_bps, queue_standing=any(d > target_s for d in delays),
-                      peers=peers)
+        local = local_report(self.policy, samples, link_tx_bps, (path, bulk),
+                             self.flows.records if self.flows else ())
         return self.site.exchange(now_s, local, self.policy.link.egress_bps).disk_allowance_bps
 
     def mark_stale(self) -> None:

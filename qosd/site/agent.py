@@ -12,12 +12,14 @@ import ipaddress
 import logging
 import socket
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterable, Mapping, Sequence
 
 from policies.model import IPNetwork, Policy, Site
+from qosd.classify.flowtable import FlowRecord
+from qosd.control.signals import ClassSample, PathSample
 from qosd.site import share
 from qosd.metrics import SiteStats
-from qosd.site.announce import ROLES, Malformed, decode, encode
+from qosd.site.announce import MAX_PEERS, ROLES, Malformed, decode, encode
 from qosd.site.channel import Channel
 from qosd.site.share import Local, SiteState, SiteTuning, SiteView
 
@@ -34,6 +36,24 @@ class SiteSnapshot:
     view: SiteView
     state: SiteState
     now_s: float
+
+
+def local_report(policy: Policy, samples: Mapping[str, ClassSample], link_tx_bps: float,
+                 paths: Sequence[PathSample], records: Iterable[FlowRecord]) -> Local:
+    """This tick's classes and paths reduced to what the site is told (pure): compute is
+    every protected class (not scavenger, not default), disk every scavenger; a queue
+    stands when any measured path is over the target delay; the compute peers are the far
+    ends of protected flows (at most `MAX_PEERS`)."""
+    protected = {c.name for c in policy.classes if not c.scavenger and not c.default}
+    scavengers = {c.name for c in policy.classes if c.scavenger}
+    target_s = policy.control.target_delay_s
+    peers = tuple(dict.fromkeys(str(r.dst) for r in records
+                                if r.cls in protected and not r.dst.is_loopback))[:MAX_PEERS]
+    return Local(
+        compute_tx_bps=sum(s.tx_rate_bps for n, s in samples.items() if n in protected),
+        disk_tx_bps=sum(s.tx_rate_bps for n, s in samples.items() if n in scavengers),
+        tx_bps=link_tx_bps, peers=peers,
+        queue_standing=any(p.delay_s is not None and p.delay_s > target_s for p in paths))
 
 
 class SiteAgent:

@@ -212,7 +212,8 @@ def _uplink(state: SiteState, neighbours: tuple[Neighbour, ...],
     return int(statistics.median_low(estimates)), "measured"
 
 
-def roles(state: SiteState, local: Local, tuning: SiteTuning = DEFAULT_SITE_TUNING) -> frozenset[str]:
+def roles(state: SiteState, local: Local,
+          tuning: SiteTuning = DEFAULT_SITE_TUNING) -> frozenset[str]:
     out = set()
     if state.compute_demand_bps > 0:
         out.add("compute")
