@@ -105,3 +105,15 @@ def test_policy_site_section_parses_and_reports_each_bad_field(tmp_path):
     shown = [(p.line, p.path) for p in err.value.problems]
     assert shown == [(7, "site.key_file"), (8, "site.group"), (9, "site.interval"),
                      (10, "site.networks[0]"), (11, "site.colour")]
+
+
+def test_a_site_section_turned_off_opens_no_channel(tmp_path):
+    from qosd.site.agent import open_site_agent
+
+    (tmp_path / "site.key").write_text("0123456789abcdef0123\n")
+    policy = parse_policy("version: 1\ninterface: eth0\nlink: {egress: 1gbit}\n"
+                          "classes:\n  other: {guarantee: 10%, default: true}\n"
+                          "site: {key_file: site.key, enabled: false}\n",
+                          source=str(tmp_path / "p.yaml"))
+    assert policy.site is not None and not policy.site.enabled
+    assert open_site_agent(policy) is None

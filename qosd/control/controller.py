@@ -4,7 +4,9 @@ Pure, with no side effects: no clock, no I/O, no globals. The daemon owns the lo
 `step` once per `policy.control.interval_s`, and applies `grants`/`link_rate_bps` with
 `qosd.tc.build.with_rates`/`with_link_rate` (a no-op tick changes nothing in the kernel).
 
-Order within a tick: schedules set the limits, each class updates its target, autorate
+Order within a tick: schedules set the limits (and the site's cap lowers the scavengers'
+ceils, never below their guarantees: `site_inputs`), each class updates its target (a
+scavenger against its own bulk path when that one is measured and deeper), autorate
 sets the link, `allocate` fits targets into the link, and every applied number that moved
 becomes a `Decision`. A number moved by something other than its own class's rule (say a
 rate scaled down by a link cut) is attributed to the cause: the class's limits changing
