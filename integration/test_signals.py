@@ -121,7 +121,10 @@ def test_a_disk_host_measures_the_path_its_own_uploads_load(testbed, tmp_path):
     links = testbed.star(r, [a, b])
     testbed.bottleneck(r, links["b"].b.name, RATE_BPS, FIFO_BYTES)
     policy = tmp_path / "host.yaml"
-    policy.write_text(HOST_POLICY)
+    # The disk class yields to this very delay (issue 13, tests in integration/test_site.py);
+    # a target above the fifo's depth keeps the path loaded, so what is tested here is the
+    # measurement alone.
+    policy.write_text(HOST_POLICY + "control: {interval: 100ms, target_delay: 100ms}\n")
     sock = tmp_path / "qosd.sock"
     proc = start_daemon(a, policy, sock, "--flow-budget", "0.05")
     uploads = [Flow(a, b, b.addr, PORT), Flow(a, b, b.addr, PORT + 1)]
