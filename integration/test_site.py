@@ -99,11 +99,16 @@ def test_site_channel_shares_roles_caps_disk_drops_strangers_and_forgets_the_sil
 
         site = _wait_for(neighbour_computes, 10, "h1 hears h2 computing")
         assert site["neighbours"][0]["address"] == h2.addr
-        _wait_for(lambda: disk.call("status")["site"]["disk_allowance_bps"] is not None, 10,
-                  "h1 gets a disk allowance")
-        _wait_for(lambda: [d for d in disk.call("status")["decisions"]
-                           if d["class"] == "disk" and d["reason"] == "site"], 10,
-                  "h1 caps disk for the site")
+        def capped():
+            status = disk.call("status")
+            allowance = status["site"]["disk_allowance_bps"]
+            ceil = status["classes"]["disk"]["ceil_bps"]
+            if allowance is None or ceil > max(allowance, cfg.disk_guarantee_bps):
+                return None
+            return allowance, ceil
+
+        allowance, ceil = _wait_for(capped, 10, "h1 holds disk under the site's allowance")
+        assert allowance < cfg.uplink_bps and ceil < cfg.policy_link_bps
         assert compute.call("status")["site"]["neighbours"][0]["roles"] == ["disk"]
 
         port = 29389
