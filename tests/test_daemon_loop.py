@@ -183,3 +183,43 @@ def test_per_flow_filters_are_built_once_and_dropped_with_their_flow(tmp_path):
     del step.book.installed[flows[0]]
     left = step.with_filters(h.tree.egress, mirrored=False).filters
     assert [i for i in left if i not in h.tree.egress.filters] == [dynamic[1]]
+
+
+def test_the_site_reaches_readers_only_through_the_tick_snapshot(tmp_path):
+    import ipaddress
+
+    from policies.model import Site
+    from qosd.daemon.publish import RepairLog, capture
+    from qosd.metrics import render
+    from qosd.site.agent import SiteAgent
+    from qosd.site.announce import Announcement, encode
+    from qosd.site.channel import FakeChannel
+
+    key, name = b"k" * 32, "office"
+    channel = FakeChannel()
+    h = Harness(tmp_path)
+    h.loop.site = SiteAgent(Site(key_file="/unused", name=name, interval_s=1.0), key, "h1",
+                            channel, [ipaddress.ip_network("198.18.1.0/24")])
+    channel.inbox = [(encode(Announcement(host="h2", seq=1, roles=frozenset({"compute"}),
+                                          uplink_bps=100_000_000, compute_bps=70_000_000,
+                                          disk_bps=0, tx_bps=70_000_000), key, name),
+                      "198.18.1.3")]
+    h.run(1, {"disk": 50e6})
+
+    def snap():
+        return capture(h.loop, h.policy, policy_path="p.yaml", state="running", now_s=0.0,
+                       uptime_s=0.0, peers={}, jobs=(), repairs=RepairLog(), metrics_addr=None)
+
+    first = snap()
+    assert first.status_json["site"]["neighbours"][0]["host"] == "h2"
+    assert first.grants_json["site"] == first.status_json["site"]
+    families = {f.name: f for f in render(first.metrics)}
+    assert [s.value for s in families["qosd_site_neighbours"].samples
+            if s.labels["role"] == "compute"] == [1]
+    h.clock.t_s += 60.0                              # h2 falls silent and is forgotten
+    h.run(1, {"disk": 50e6})
+    assert snap().status_json["site"]["neighbours"] == []
+    assert first.status_json["site"]["neighbours"][0]["host"] == "h2"
+    h.loop.site = None
+    assert snap().status_json["site"] is None and snap().grants_json["site"] is None
+    assert not [f for f in render(snap().metrics) if f.name.startswith("qosd_site")]

@@ -16,8 +16,8 @@ socket, the metrics port, the probe ports) before the kernel is touched, so a da
 cannot run changes nothing. The site channel (a shared UDP port: never refused) opens once
 the interface is there, since it speaks from the interface's address, also before the kernel
 is touched. The tree is then kept true against the kernel, not against the daemon's memory:
-netlink notifications (device gone or re-created, qdisc deleted or added) and a periodic re-
-read trigger a reconcile from what the kernel really holds, and each repair is recorded.
+netlink notifications (device gone or re-created, qdisc deleted or added) and a periodic
+re-read trigger a reconcile from what the kernel really holds, and each repair is recorded.
 """
 
 from __future__ import annotations
