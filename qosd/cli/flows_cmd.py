@@ -88,9 +88,7 @@ def peers(as_json: bool, socket_path: str | None, timeout_s: float) -> None:
     RTT, queueing delay and loss. UNMEASURED: no signal covers it (never a clear path).
     The site's neighbours first when the policy has a `site:` (JSON: `qosd status --json`)."""
     from qosd.api.client import ApiClient
-    from qosd.cli.status_cmd import peer_rows
-
-    from qosd.cli.status_cmd import format_site
+    from qosd.cli.status_cmd import format_site, peer_rows
 
     with ApiClient(socket_path, timeout_s=timeout_s) as client:
         reply = client.call("grants")
