@@ -11,9 +11,10 @@ next tick's desired tree, and if that apply fails the reconciler's resync adds i
 
 from __future__ import annotations
 
+import operator
 import os
 import time
-from typing import Callable
+from typing import Callable, Mapping
 
 from policies.model import Policy
 from qosd.classify.dynamic import DynamicFilter, DynamicFilterBook, to_u32_filter
@@ -40,6 +41,9 @@ class FlowStep:
         self._cost_s = 0.0
         self._next_s = 0.0
         self._built: dict[bool, dict[int, tuple[DynamicFilter, U32Filter]]] = {}
+        # mirrored -> (static filters, class ids, book entries, the merged filters built)
+        self._merged: dict[bool, tuple[Mapping, dict[str, int], list[DynamicFilter],
+                                       dict[tuple[int, int], U32Filter]]] = {}
 
     @property
     def book(self) -> DynamicFilterBook:
@@ -78,13 +82,22 @@ class FlowStep:
 
         Runs every tick, and a filter's keys cost address parsing: each filter is built once
         and reused while it stays in the book (the same object also makes the planner's
-        comparison with the last applied tree an identity check).
+        comparison with the last applied tree an identity check). Between flow passes the
+        book does not change, so the merged filter mapping itself is reused: the planner
+        then sees the very mapping it applied last tick and skips the filters outright.
         """
         built = self._built.get(mirrored, {})
         if not self.book.installed:
             self._built[mirrored] = {}
+            self._merged.pop(mirrored, None)
             return tree
         classids = {c.name: cid for cid, c in tree.classes.items() if c.name}
+        entries = list(self.book.installed.values())
+        merged = self._merged.get(mirrored)
+        if (merged is not None and merged[0] is tree.filters and merged[1] == classids
+                and len(merged[2]) == len(entries) and all(map(operator.is_, merged[2], entries))):
+            return DeviceTree(ifname=tree.ifname, root=tree.root, classes=tree.classes,
+                              leaves=tree.leaves, filters=merged[3])
         extra: dict[tuple[int, int], U32Filter] = {}
         kept: dict[int, tuple[DynamicFilter, U32Filter]] = {}
         for flt in self.book.installed.values():
@@ -101,8 +114,10 @@ class FlowStep:
             kept[id(flt)] = (flt, u32)
             extra[u32.ident] = u32
         self._built[mirrored] = kept
+        filters = {**tree.filters, **extra}
+        self._merged[mirrored] = (tree.filters, classids, entries, filters)
         return DeviceTree(ifname=tree.ifname, root=tree.root, classes=tree.classes,
-                          leaves=tree.leaves, filters={**tree.filters, **extra})
+                          leaves=tree.leaves, filters=filters)
 
     def close(self) -> None:
         self.monitor.close()
