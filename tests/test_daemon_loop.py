@@ -223,3 +223,59 @@ def test_the_site_reaches_readers_only_through_the_tick_snapshot(tmp_path):
     h.loop.site = None
     assert snap().status_json["site"] is None and snap().grants_json["site"] is None
     assert not [f for f in render(snap().metrics) if f.name.startswith("qosd_site")]
+
+
+def test_a_flow_pass_is_skipped_while_no_socket_counter_moves():
+    from qosd.classify.local import FlowMonitor
+    from qosd.daemon.flows import FlowStep
+    from qosd.measure.fake_sockdiag import FakeSockDiag
+
+    class CountingDiag(FakeSockDiag):
+        dumps = 0
+
+        def sockets(self):
+            CountingDiag.dumps += 1
+            return super().sockets()
+
+    policy = parse_policy(POLICY)
+    counters = {"tcp": 1}
+    step = FlowStep(policy, FlowMonitor(policy, diag=CountingDiag([[]])), budget_frac=1.0,
+                    max_period_s=1.0, activity=lambda: tuple(counters.items()))
+    assert step.poll_if_due(0.0) and CountingDiag.dumps == 1
+    assert not step.poll_if_due(0.1) and not step.poll_if_due(0.2)     # nothing moved
+    assert CountingDiag.dumps == 1 and step.skipped == 2
+    counters["tcp"] += 1                                                # a segment, a connect
+    assert step.poll_if_due(0.3) and CountingDiag.dumps == 2
+    assert not step.poll_if_due(0.4)
+    step.register(4242, "compute")                                      # a registration forces
+    assert step.poll_if_due(0.5) and CountingDiag.dumps == 3
+    assert not step.poll_if_due(1.4)
+    assert step.poll_if_due(1.5) and CountingDiag.dumps == 4            # max_period_s forces
+
+
+def test_unreadable_counters_never_skip_a_pass():
+    from qosd.classify.local import FlowMonitor
+    from qosd.daemon.flows import FlowStep
+    from qosd.measure.fake_sockdiag import FakeSockDiag
+
+    policy = parse_policy(POLICY)
+    step = FlowStep(policy, FlowMonitor(policy, diag=FakeSockDiag([[]])), budget_frac=1.0,
+                    activity=lambda: None)
+    assert all(step.poll_if_due(t / 10) for t in range(5)) and step.skipped == 0
+
+
+def test_socket_activity_reads_this_namespaces_tcp_and_udp_counters(tmp_path):
+    from qosd.measure.activity import socket_activity
+
+    (tmp_path / "snmp").write_bytes(b"Ip: Forwarding\nIp: 1\nTcp: ActiveOpens\nTcp: 7\n"
+                                    b"Udp: InDatagrams\nUdp: 3\n")
+    (tmp_path / "snmp6").write_bytes(b"Ip6InReceives 9\nUdp6InDatagrams 2\n")
+    before = socket_activity(str(tmp_path))
+    assert before == (b"Tcp: ActiveOpens", b"Tcp: 7", b"Udp: InDatagrams", b"Udp: 3",
+                      b"Udp6InDatagrams 2")
+    (tmp_path / "snmp").write_bytes(b"Ip: Forwarding\nIp: 2\nTcp: ActiveOpens\nTcp: 7\n"
+                                    b"Udp: InDatagrams\nUdp: 3\n")
+    assert socket_activity(str(tmp_path)) == before                    # IP/ICMP do not count
+    (tmp_path / "snmp").write_bytes(b"Tcp: ActiveOpens\nTcp: 8\nUdp: InDatagrams\nUdp: 3\n")
+    assert socket_activity(str(tmp_path)) != before
+    assert socket_activity(str(tmp_path / "missing")) is None

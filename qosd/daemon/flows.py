@@ -5,6 +5,11 @@ with a large table, even with no sockets) plus ~0.3 ms per 100 sockets; it backs
 it never takes more than `budget_frac` of one core (default 1.5%: the whole tick stays under
 2% at 10 Hz) and runs at least every `max_period_s`. With the default a new flow gets its
 filter within ~300 ms; `qosd run --flow-budget 0.05` makes that one control interval.
+A pass that is due is skipped (and checked again next tick) while the namespace's TCP and UDP
+counters have not moved since the last one (`qosd.measure.activity`): the walk would find
+the same sockets with the same counters. A registration, an unreadable counter or
+`max_period_s` since the last full pass forces one (owners' command lines and cgroups can
+change without any traffic).
 The book of installed filters *is* the desired state: a filter planned here goes into the
 next tick's desired tree, and if that apply fails the reconciler's resync adds it again.
 """
@@ -20,6 +25,7 @@ from policies.model import Policy
 from qosd.classify.dynamic import DynamicFilter, DynamicFilterBook, to_u32_filter
 from qosd.classify.flowtable import FlowRecord
 from qosd.classify.local import FlowMonitor
+from qosd.measure.activity import socket_activity
 from qosd.tc.tree import DeviceTree, U32Filter
 
 
@@ -29,8 +35,15 @@ COST_GAIN = 0.2
 class FlowStep:
     def __init__(self, policy: Policy, monitor: FlowMonitor | None = None,
                  budget_frac: float = 0.015, max_period_s: float = 1.0,
-                 alive: Callable[[int], bool] = lambda pid: os.path.exists(f"/proc/{pid}")) -> None:
+                 alive: Callable[[int], bool] = lambda pid: os.path.exists(f"/proc/{pid}"),
+                 activity: Callable[[], object | None] | None = None) -> None:
         self.monitor = monitor if monitor is not None else FlowMonitor(policy)
+        # The counters describe this process's namespace: what its own monitor reads.
+        self._activity = activity if activity is not None or monitor is not None \
+            else socket_activity
+        self._activity_seen: object | None = None
+        self._full_s: float | None = None
+        self.skipped = 0
         self._alive = alive
         self.budget_frac = budget_frac
         self.max_period_s = max_period_s
@@ -51,18 +64,35 @@ class FlowStep:
 
     def set_policy(self, policy: Policy) -> None:
         self.monitor.set_policy(policy)
+        self._activity_seen = None       # the next due pass classifies by the new rules
 
     def register(self, pid: int, cls: str) -> None:
         self.registered[pid] = cls
         self._next_s = 0.0               # classify its flows on the next tick
+        self._activity_seen = None
 
     def unregister(self, pid: int) -> None:
         self.registered.pop(pid, None)
         self._next_s = 0.0
+        self._activity_seen = None
+
+    def _quiet(self, now_s: float) -> bool:
+        """True when a pass now would find what the last one found (see the module doc)."""
+        if self._activity is None:
+            return False
+        seen, self._activity_seen = self._activity_seen, self._activity()
+        if (seen is None or self._activity_seen is None or self._full_s is None
+                or now_s - self._full_s >= self.max_period_s):
+            return False
+        return seen == self._activity_seen
 
     def poll_if_due(self, now_s: float) -> bool:
         if now_s < self._next_s:
             return False
+        if self._quiet(now_s):
+            self.skipped += 1
+            return False
+        self._full_s = now_s
         start = time.perf_counter()
         # A registered job that exited must not stay registered for ever (nor its pid,
         # which the kernel will hand to some other process).
