@@ -99,3 +99,62 @@ def test_a_prober_closed_while_running_leaves_the_loop_clean_for_the_next_one() 
     old_fd, new_fd, received = asyncio.run(scenario())
     assert new_fd == old_fd                          # the case that used to go deaf
     assert received >= 5
+
+
+def test_a_prober_with_no_peer_sleeps_until_peers_are_set_or_it_is_stopped() -> None:
+    async def scenario() -> tuple[dict, int, float]:
+        reflector = Reflector(port=0)
+        reflector.start()
+        prober = Prober([], rate_hz=20, port=reflector.port, source_ports=[0])
+        stop = asyncio.Event()
+        rounds = 0
+        send_round = prober._send_round
+
+        def counted() -> None:
+            nonlocal rounds
+            rounds += 1
+            send_round()
+        prober._send_round = counted
+        task = asyncio.create_task(prober.run(stop=stop))
+        try:
+            await asyncio.sleep(0.5)
+            idle_rounds = rounds             # 20 Hz would be ~10 rounds by now
+            prober.set_peers([Peer("v4", ipaddress.ip_address("127.0.0.1"))])
+            await asyncio.sleep(0.5)         # far less than the idle wait: set_peers woke it
+            prober.set_peers([])
+            await asyncio.sleep(0.1)
+            loop = asyncio.get_running_loop()
+            stopped_at = loop.time()
+            stop.set()
+            stats = await asyncio.wait_for(task, 5)
+            return stats, idle_rounds, loop.time() - stopped_at
+        finally:
+            prober.close()
+            reflector.close()
+
+    stats, idle_rounds, stop_s = asyncio.run(scenario())
+    assert idle_rounds <= 2
+    assert stats == {}                        # no peer left at the end
+    assert stop_s < 0.9                       # stop wakes an idle prober (plus the drain)
+
+
+def test_set_peers_wakes_an_idle_prober_at_once() -> None:
+    async def scenario() -> dict:
+        reflector = Reflector(port=0)
+        reflector.start()
+        prober = Prober([], rate_hz=20, port=reflector.port, source_ports=[0])
+        stop = asyncio.Event()
+        task = asyncio.create_task(prober.run(stop=stop))
+        try:
+            await asyncio.sleep(0.2)
+            prober.set_peers([Peer("v4", ipaddress.ip_address("127.0.0.1"))])
+            await asyncio.sleep(0.5)
+            stats = prober.stats()
+            stop.set()
+            await asyncio.wait_for(task, 5)
+            return stats
+        finally:
+            prober.close()
+            reflector.close()
+
+    assert asyncio.run(scenario())["v4"].received >= 3

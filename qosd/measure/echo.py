@@ -127,6 +127,7 @@ class EchoProber:
         self._seq_target: dict[int, str] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task | None = None
+        self._retargeted = asyncio.Event()
 
     @property
     def mode(self) -> str:
@@ -147,6 +148,7 @@ class EchoProber:
         now = time.monotonic()
         self._next_s = {t.name: min(self._next_s.get(t.name, now), now + 1 / self.rates_hz[t.name])
                         for t in targets if self.rates_hz[t.name] > 0}
+        self._retargeted.set()
 
     def stats(self, now_s: float | None = None) -> dict[str, PeerStats]:
         now = time.monotonic() if now_s is None else now_s
@@ -179,6 +181,12 @@ class EchoProber:
             for est in self.estimators.values():
                 for seq in est.expire(now):
                     self._seq_target.pop(seq, None)
+            if not self._next_s and not self.estimators:
+                # Nothing to ping and no reply awaited: sleep until there is a target, so
+                # an idle daemon's event loop does not wake 10 times a second for nothing.
+                self._retargeted.clear()
+                await self._retargeted.wait()
+                continue
             wake = min(self._next_s.values(), default=now + MAX_SLEEP_S)
             await asyncio.sleep(min(MAX_SLEEP_S, max(0.0, wake - time.monotonic())))
 

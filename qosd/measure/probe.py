@@ -37,6 +37,7 @@ PROBE_DSCP = 34
 DEFAULT_RATE_HZ = 10.0
 MAX_RATE_HZ = 50.0
 REFLECTOR_MAX_PPS = 2000
+IDLE_WAIT_S = 1.0                    # with no peer: how long between checks of duration/stop
 SO_TIMESTAMPNS = 35                  # asm-generic/socket.h; Python does not export it
 _TIMESPEC = struct.Struct("=qq")
 _CMSG_SPACE = socket.CMSG_SPACE(_TIMESPEC.size)
@@ -177,6 +178,7 @@ class Prober:
         self.base_window_s = base_window_s
         self.peers: tuple[Peer, ...] = ()
         self.estimators: dict[str, PeerEstimator] = {}
+        self._retargeted = asyncio.Event()
         self.set_peers(peers)
         self.sock = open_probe_socket(source_ports, netns)
         self._seq = itertools.count(1)
@@ -203,6 +205,7 @@ class Prober:
         self.estimators = {p.name: kept.get(p.name) or PeerEstimator(
             p.name, str(p.address), timeout_s=self.timeout_s, base_window_s=self.base_window_s)
             for p in self.peers}
+        self._retargeted.set()
 
     def stats(self, now_s: float | None = None) -> dict[str, PeerStats]:
         now = time.monotonic() if now_s is None else now_s
@@ -224,13 +227,33 @@ class Prober:
                     for seq in est.expire(now):
                         self._seq_peer.pop(seq, None)
                 next_s = max(next_s + period, now)     # a stalled loop skips, never bursts
-                await asyncio.sleep(next_s - now)
+                if self.peers:
+                    await asyncio.sleep(next_s - now)
+                else:
+                    await self._idle(stop, duration_s, start)
+                    next_s = time.monotonic()
             await asyncio.sleep(DRAIN_S)         # let the last round's replies arrive
             if self.sock.fileno() != -1:
                 self._on_readable()
         finally:
             self._stop_reading()
         return self.stats()
+
+    async def _idle(self, stop: asyncio.Event | None, duration_s: float | None,
+                    start_s: float) -> None:
+        """Nobody to probe: no wake-up per round (the daemon's event loop stays asleep)
+        until peers are set, `stop` is set or `duration_s` ends."""
+        self._retargeted.clear()
+        timeout = IDLE_WAIT_S if duration_s is None else \
+            max(0.0, min(IDLE_WAIT_S, start_s + duration_s - time.monotonic()))
+        waits = [asyncio.ensure_future(self._retargeted.wait())]
+        if stop is not None:
+            waits.append(asyncio.ensure_future(stop.wait()))
+        try:
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
 
     def _send_round(self) -> None:
         for peer in self.peers:
