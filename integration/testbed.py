@@ -19,6 +19,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 
 from integration.delayline_core import WanSpec
@@ -171,6 +172,8 @@ class Testbed:
             host.ifaces.append(iface)
             ends.append(iface)
         ends[0].peer, ends[1].peer = ends[1], ends[0]
+        for iface in ends:
+            _wait_operational(iface)
         link = Link(ends[0], ends[1])
         self.links.append(link)
         return link
@@ -300,6 +303,21 @@ class Testbed:
         self.hosts.clear()
         if errors:
             raise TestbedError("; ".join(errors))
+
+
+def _wait_operational(iface: Iface, timeout_s: float = 10.0) -> None:
+    """Until the kernel's link watcher marks a new veth end UP it sends through the noop
+    qdisc, which drops everything: a test's first IPv6 neighbour solicitation then waits the
+    1 s retransmit, and its first pings read as ~1 s of queue. The watcher runs at most once
+    a second for the whole box, later still when the box is busy, so wait for the state."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        line = iface.host.run(["ip", "-o", "link", "show", "dev", iface.name]).stdout
+        if "state UP" in line:
+            return
+        if time.monotonic() > deadline:
+            raise TestbedError(f"{iface.host.name} {iface.name} not up after {timeout_s} s: {line.strip()}")
+        time.sleep(0.02)
 
 
 def _kill_namespace_processes(ns: str) -> None:
