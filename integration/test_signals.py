@@ -150,9 +150,10 @@ def test_a_disk_host_measures_the_path_its_own_uploads_load(testbed, tmp_path):
     print(f"\ndisk host: bulk path queue delay ms {[round((x[3] or 0) * 1e3, 1) for x in seen]}")
     loaded = [x for x in seen if x[0] == "icmp" and x[2] == "bulk" and x[3] is not None]
     assert len(loaded) >= 6, seen
-    # Python senders on a busy 2-core box fill the fifo less than iperf would: 15-25 ms
-    # measured here, against < 0.1 ms idle (the test above).
-    assert statistics.median(x[3] for x in loaded) > 0.15 * FIFO_DELAY_S, seen
+    # The bulk peer is learned from the uploads, so its first echo already sees the full
+    # fifo; only the flows' own minimum RTT (their handshake) tells the empty path, and
+    # without it this read 3-12 ms. 27-45 ms measured here, as in the test above.
+    assert statistics.median(x[3] for x in loaded) > 0.3 * FIFO_DELAY_S, seen
     assert all(x[4] is None for x in seen)           # no compute peer: blind, the gateway alone
     assert all(x[5] == "icmp" for x in seen)         # is measured but vouches for nothing
 

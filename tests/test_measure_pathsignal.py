@@ -41,6 +41,22 @@ def test_tcp_when_nothing_answers_echo():
                         "tcp: 1/2 flows moving data")
 
 
+def test_an_echo_base_learned_under_load_is_lowered_to_the_flows_own_minimum_rtt():
+    loaded = Reading("icmp", 0.046, 0.034, 0.012, 0.0, 0.1, 10, 10)  # first probed when full
+    flows = Reading("tcp", 0.044, 0.0001, 0.0439, 0.0, 0.3, 2, 2)    # min RTT: the handshake
+    path = choose("bulk:198.18.2.1", "198.18.2.1", "bulk",
+                  {"agent": None, "icmp": loaded, "tcp": flows}, BOUNDS)
+    assert path.signal == "icmp" and path.base_rtt_s == 0.0001
+    assert path.queue_delay_s == pytest.approx(0.0459)
+
+
+def test_a_tcp_minimum_above_the_echo_base_changes_nothing():
+    flows = Reading("tcp", 0.05, 0.02, 0.03, 0.0, 0.3, 2, 1)
+    path = choose("p", "198.18.1.2", "bulk", {"icmp": echo("icmp", queue=0.009), "tcp": flows},
+                  BOUNDS)
+    assert (path.base_rtt_s, path.queue_delay_s) == (0.010, 0.009)
+
+
 def test_a_lossy_path_is_not_believed():
     path = choose("p", "198.18.1.2", "compute",
                   {"agent": echo(loss=0.6, answered=4), "icmp": echo("icmp", loss=0.7, answered=3)},

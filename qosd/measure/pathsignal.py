@@ -16,7 +16,7 @@ the host's own link but never vouch that a path is clear).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal, Mapping
 
 from qosd.measure.peerstats import PeerStats
@@ -125,6 +125,8 @@ def choose(name: str, address: str, role: Role, readings: Mapping[Signal, Readin
     """
     reasons = []
     worst_loss = 0.0
+    tcp = readings.get("tcp")
+    floor_s = tcp.base_rtt_s if tcp is not None else None
     for signal in SIGNALS:
         reading = readings.get(signal)
         usable, why = judge(reading, signal, bounds)
@@ -132,6 +134,24 @@ def choose(name: str, address: str, role: Role, readings: Mapping[Signal, Readin
         if reading is not None and signal != "tcp":
             worst_loss = max(worst_loss, reading.loss)
         if usable and reading is not None:
+            if signal != "tcp":
+                reading = with_base_floor(reading, floor_s)
             return PeerPath(name, address, role, signal, "; ".join(reasons), reading.rtt_s,
                             reading.base_rtt_s, reading.queue_delay_s, reading.loss)
     return PeerPath(name, address, role, None, "; ".join(reasons), loss=worst_loss)
+
+
+def with_base_floor(reading: Reading, floor_s: float | None) -> Reading:
+    """An echo reading whose base is lowered to the TCP flows' own minimum RTT to the peer.
+
+    A peer learned from a flow (a `bulk` peer above all: the far end of an upload) is first
+    probed once that flow runs, and a bulk upload fills a drop-tail queue within its first
+    round trips: every echo then sees the full queue, the echo base is the loaded RTT, and
+    the queue reads near zero for as long as the uploads last. The flows' `tcpi_min_rtt`
+    goes back to their handshake, on the empty path. Neither minimum can sit below the
+    path's true base, so the lower of the two is the better estimate of it.
+    """
+    if floor_s is None or reading.rtt_s is None or reading.base_rtt_s is None \
+            or floor_s >= reading.base_rtt_s:
+        return reading
+    return replace(reading, base_rtt_s=floor_s, queue_delay_s=max(0.0, reading.rtt_s - floor_s))
