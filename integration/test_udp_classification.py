@@ -70,7 +70,9 @@ def test_udp_senders_are_classified_by_owner_and_counted_in_their_class(testbed,
     daemon = start_daemon(h, policy, sock, "--no-reflector", "--flow-budget", "0.05")
     api = ApiClient(str(sock), timeout_s=2)
     try:
-        before = api.call("status")["classes"]
+        # "running" comes with the tree installed, before the first tick has read its
+        # counters: until then status has no classes.
+        before = _wait(lambda: api.call("status")["classes"], 5, "the first tick's counters")
         senders = {mode: h.popen(["bash", "-c", f"exec -a p2pnode {sys.executable} -c '{SENDER}' "
                                                 f"{dst} {PORT} {mode} {SECONDS}"])
                    for mode, dst in (("sendto", s.addr), ("connect", s.addr6))}
