@@ -316,7 +316,8 @@ def _wait_operational(iface: Iface, timeout_s: float = 10.0) -> None:
         if "state UP" in line:
             return
         if time.monotonic() > deadline:
-            raise TestbedError(f"{iface.host.name} {iface.name} not up after {timeout_s} s: {line.strip()}")
+            raise TestbedError(f"{iface.host.name} {iface.name} not up after {timeout_s} s: "
+                               f"{line.strip()}")
         time.sleep(0.02)
 
 
