@@ -128,3 +128,30 @@ def test_at_the_policys_own_rate_the_link_rests_below_it_without_probing_excursi
     assert max(links) < 100 * MBIT / 1.01 and min(links) >= 0.95 * 100 * MBIT
     assert max(s.queue_delay_s for s in late) <= TARGET_S
     assert len(link_decisions(steps, since_s=10.0)) <= 2
+
+
+def test_a_cut_after_a_probe_starts_its_own_episode_and_is_not_undone_as_deaf():
+    # measured on the capacity-drop test: a mild cut at 1.0 s, a probe step at 2.0 s, the
+    # router dropped to 40 mbit, a cut to 36.8 at 2.81 s, and 0.1 s later the link back at
+    # 100: the deaf guard judged that cut by the first cut's episode (begun 1.8 s before,
+    # on a 6 ms delay), as if a second of cuts had left the delay where it was
+    from qosd.control.autorate import AutorateState, update_link
+    from qosd.control.delay import delay_view
+    from qosd.control.signals import PathSample, Tick
+
+    st = AutorateState(link_bps=int(98.48 * MBIT), last_cut_s=1.0, last_probe_s=2.0,
+                       capacity_hint_bps=int(99.98 * MBIT), episode_s=1.0,
+                       episode_from_bps=100 * MBIT, episode_delay_s=0.006, calm_since_s=1.5,
+                       tx_avg_bps=97 * MBIT, cut_from_bps=100 * MBIT)
+    delays = [(2.71, 0.004), (2.81, 0.040)] + [(round(2.81 + 0.1 * k, 2), 0.040 - 0.001 * k)
+                                                for k in range(1, 8)]
+    prev, reasons = None, []
+    for now, delay in delays:
+        view = delay_view(delay, prev, DT_S, TARGET_S, TUNING)
+        sent_bps = 98 * MBIT if now < 2.8 else 40 * MBIT   # what the router lets through now
+        tick = Tick(now, NOON, {}, PathSample(delay, 0.02, 0.02), min(sent_bps, st.link_bps))
+        st, why = update_link(st, view, tick, 100 * MBIT, DT_S, TUNING)
+        reasons.append((now, why, st.link_bps))
+        prev = delay
+    assert reasons[1][1] == "upstream-bottleneck" and reasons[1][2] <= 0.5 * 100 * MBIT, reasons
+    assert all(bps <= 0.5 * 100 * MBIT for _, _, bps in reasons[1:]), reasons

@@ -226,3 +226,28 @@ def test_a_queue_that_does_not_answer_the_cuts_is_not_this_links_and_the_link_re
     assert links[-1].reason == "upstream-clear" and links[-1].new_bps == 100 * MBIT
     assert link_rate_bps(state) == 100 * MBIT                  # and stays back, deaf to it
     assert links[-1].t_s - links[0].t_s <= 1.5
+
+
+def test_a_download_queue_seen_downstream_leaves_the_uplink_alone():
+    # the IFB tree is full (a download) and the uplink is not: the round-trip delay is the
+    # downstream queue's, and cutting the uplink would only starve what the host sends
+    policy = replace(POLICY, link=replace(POLICY.link, ingress_bps=95 * MBIT))
+    state = initial_state(policy, NOON)
+    made = []
+    for k in range(1, 60):
+        t = replace(tick(0.1 * k, delay_s=0.0 if k < 10 else 0.03, link_tx=30 * MBIT),
+                    ingress_rx_rate_bps=94 * MBIT)
+        state, more = step(policy, state, t)
+        made += more
+    assert [d for d in made if d.field in ("link", "ingress")] == []
+    assert link_rate_bps(state) == 100 * MBIT
+    # the same delay with the uplink the fuller side is the uplink's to cut
+    state = initial_state(policy, NOON)
+    made = []
+    for k in range(1, 20):
+        t = replace(tick(0.1 * k, delay_s=0.0 if k < 10 else 0.03,
+                         link_tx=min(98 * MBIT, link_rate_bps(state))),
+                    ingress_rx_rate_bps=20 * MBIT)
+        state, more = step(policy, state, t)
+        made += more
+    assert [d.reason for d in made if d.field == "link"][:1] == ["upstream-bottleneck"]

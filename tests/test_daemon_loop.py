@@ -279,3 +279,43 @@ def test_socket_activity_reads_this_namespaces_tcp_and_udp_counters(tmp_path):
     (tmp_path / "snmp").write_bytes(b"Tcp: ActiveOpens\nTcp: 8\nUdp: InDatagrams\nUdp: 3\n")
     assert socket_activity(str(tmp_path)) != before
     assert socket_activity(str(tmp_path / "missing")) is None
+
+
+def test_a_download_queue_yields_the_ingress_scavenger_and_leaves_the_uplink(tmp_path):
+    # the IFB tree is full of disk downloads, the uplink carries 30 mbit of compute, and the
+    # round-trip probes read 30 ms: the download's queue, for the IFB tree's own controller
+    policy = parse_policy(POLICY.replace("link: {egress: 100mbit}",
+                                         "link: {egress: 100mbit, ingress: 95mbit}"))
+    kernel = FakeKernel(["eth0"])
+    rec = Reconciler(kernel, MinorsStore(tmp_path))
+    tree = rec.desired_tree(policy)
+    rec.reconcile(tree)
+    assert tree.ingress is not None
+    clock = ManualClock(t_s=1000.0)
+    delay = {"s": 0.0}
+    loop = ControlLoop(policy=policy, tree=tree, kernel=kernel, reconcile=rec.reconcile,
+                       peers=lambda: _peer(delay["s"]), clock=clock)
+    ifb = tree.ingress.ifname
+    out_cid = {c.name: cid for cid, c in tree.egress.classes.items() if c.name}
+    in_cid = {c.name: cid for cid, c in tree.ingress.classes.items() if c.name}
+    sent = {"compute": 0, "disk": 0}
+    received = {"compute": 0, "disk": 0}
+    decisions = []
+    for k in range(40):
+        clock.t_s += 0.1
+        delay["s"] = 0.0 if k < 5 else 0.03
+        disk_ceil = kernel.snapshot("eth0").ingress.classes[in_cid["disk"]].ceil_bps
+        for name, out_bps, in_bps in (("compute", 30e6, 20e6), ("disk", 1e6, min(74e6, disk_ceil))):
+            sent[name] += int(out_bps / 8 * 0.1)
+            received[name] += int(in_bps / 8 * 0.1)
+            kernel.stats[("eth0", out_cid[name])] = ClassStats(sent[name], 0, 0, 0, 0, 0)
+            kernel.stats[(ifb, in_cid[name])] = ClassStats(received[name], 0, 0, 0, 0, 0)
+        kernel.stats[("eth0", 0x905D0001)] = ClassStats(sum(sent.values()), 0, 0, 0, 0, 0)
+        kernel.stats[(ifb, 0x905D0001)] = ClassStats(sum(received.values()), 0, 0, 0, 0, 0)
+        decisions += loop.tick().decisions
+    assert not [d for d in decisions if d.direction == "egress" and d.field == "link"]
+    yields = [d for d in decisions if d.direction == "ingress" and d.cls == "disk"
+              and d.reason == "delay-over-target"]
+    assert yields and yields[-1].new_bps < 95_000_000
+    ingress = kernel.snapshot("eth0").ingress
+    assert ingress.classes[in_cid["disk"]].ceil_bps <= yields[-1].new_bps

@@ -101,11 +101,16 @@ def _for(since_s: float | None, now_s: float, seconds: float) -> bool:
 
 
 def update_link(st: AutorateState, view: DelayView, tick: Tick, policy_link_bps: int,
-                interval_s: float, tuning: Tuning) -> tuple[AutorateState, Reason | None]:
-    """The next shaped link rate, and why it moved (None: it did not)."""
+                interval_s: float, tuning: Tuning, tx_bps: float | None = None,
+                queue_here: bool = True) -> tuple[AutorateState, Reason | None]:
+    """The next shaped link rate, and why it moved (None: it did not). `tx_bps` is what
+    this link carried (default: the tick's egress). With `queue_here` False the queue the
+    delay shows sits on the other direction's path (see `queue_side`): this link never
+    cuts for it, and neither starts nor judges an episode of cuts, but still returns to
+    its plateau and probes while the delay is under target."""
     now = tick.now_s
     band = view.delay_s is not None and view.delay_s > tuning.hold_band * view.target_s
-    tx, avg = tick.link_tx_rate_bps, st.tx_avg_bps
+    tx, avg = tick.link_tx_rate_bps if tx_bps is None else tx_bps, st.tx_avg_bps
     st = replace(st, over_since_s=_since(view.over, st.over_since_s, now),
                  calm_since_s=_since(not view.over, st.calm_since_s, now),
                  tx_avg_bps=tx if avg is None else avg + tuning.link_tx_gain * (tx - avg),
@@ -114,14 +119,14 @@ def update_link(st: AutorateState, view: DelayView, tick: Tick, policy_link_bps:
         st = replace(st, capacity_hint_bps=None)   # blind: back to the policy, not a guess
     if st.deaf_floor_s is not None and _for(st.calm_since_s, now, tuning.link_deaf_clear_s):
         st = replace(st, deaf_floor_s=None)   # that queue has been gone a while
-    if _deaf(st, view, now, tuning):
+    if queue_here and _deaf(st, view, now, tuning):
         return replace(st, link_bps=st.episode_from_bps, deaf_floor_s=view.delay_s,
                        capacity_hint_bps=None, last_cut_s=None, episode_s=None,
                        hold_s=tuning.plateau_hold_s, probe_streak=0), "upstream-clear"
     deaf = (st.deaf_floor_s is not None and view.delay_s is not None
             and view.delay_s < st.deaf_floor_s + view.target_s)
-    if band and not deaf:
-        cut = _maybe_cut(st, view, tick, policy_link_bps, interval_s, tuning)
+    if band and not deaf and queue_here:
+        cut = _maybe_cut(st, view, tick, tx, policy_link_bps, interval_s, tuning)
         if cut is not None:
             return cut, "upstream-bottleneck"
     st = _refine_on_drain(st, view, now, tuning)
@@ -156,8 +161,9 @@ def is_probing(st: AutorateState, policy_link_bps: int, tuning: Tuning) -> bool:
     return plateau is not None and st.link_bps > plateau + slack_bps
 
 
-def _maybe_cut(st: AutorateState, view: DelayView, tick: Tick, policy_link_bps: int,
-               interval_s: float, tuning: Tuning) -> AutorateState | None:
+def _maybe_cut(st: AutorateState, view: DelayView, tick: Tick, tick_tx_bps: float,
+               policy_link_bps: int, interval_s: float,
+               tuning: Tuning) -> AutorateState | None:
     now, tx_bps, link_bps = tick.now_s, st.tx_avg_bps or 0.0, st.link_bps
     if tx_bps < tuning.link_min_load_frac * policy_link_bps:
         return None
@@ -186,7 +192,7 @@ def _maybe_cut(st: AutorateState, view: DelayView, tick: Tick, policy_link_bps: 
     if probe_hit and not (building or severe):
         estimate_bps = (min(st.probe_from_bps, link_bps) + link_bps) / 2.0
     else:
-        rate_in = tick.link_tx_rate_bps if building else link_bps if full else tx_bps
+        rate_in = tick_tx_bps if building else link_bps if full else tx_bps
         estimate_bps = min(float(link_bps), rate_in / (1.0 + slope))
     drain = 1.0 - delay_s / tuning.link_drain_s
     factor = max(tuning.link_drain_floor, min(tuning.link_settle_frac, drain))
@@ -197,7 +203,9 @@ def _maybe_cut(st: AutorateState, view: DelayView, tick: Tick, policy_link_bps: 
     hint = st.capacity_hint_bps
     again = hint is not None and abs(estimate_bps - hint) <= tuning.probe_near_frac * hint
     hold_s = min(2 * st.hold_s, tuning.plateau_hold_max_s) if again else tuning.plateau_hold_s
-    if fresh or st.episode_s is None:
+    probed = st.last_probe_s is not None and (st.last_cut_s is None
+                                              or st.last_probe_s > st.last_cut_s)
+    if fresh or probed or st.episode_s is None:
         st = replace(st, episode_s=now, episode_from_bps=link_bps, episode_delay_s=delay_s)
     return replace(st, link_bps=new_bps, last_cut_s=now, capacity_hint_bps=int(estimate_bps),
                    hold_s=hold_s, probe_streak=0, band_share=0.0, cut_from_bps=link_bps)

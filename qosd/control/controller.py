@@ -7,7 +7,8 @@ Pure, with no side effects: no clock, no I/O, no globals. The daemon owns the lo
 Order within a tick: schedules set the limits (and the site's cap lowers the scavengers'
 ceils, never below their guarantees: `site_inputs`), each class updates its target (a
 scavenger against its own bulk path when that one is measured and deeper), autorate
-sets the link, `allocate` fits targets into the link, and every applied number that moved
+sets the link (not for a queue read as the other direction's: `queue_side`),
+`allocate` fits targets into the link, and every applied number that moved
 becomes a `Decision`. A number moved by something other than its own class's rule (say a
 rate scaled down by a link cut) is attributed to the cause: the class's limits changing
 (schedule/policy), else the link, else the highest-priority class that changed its target.
@@ -53,6 +54,9 @@ class ControllerState:
     last_bulk_delay_s: float | None = None   # the scavengers' own path, last tick
     site_scavenger_bps: int | None = None    # the site's cap last applied
     sent_peak_bps: float = 0.0               # the most the host sent lately (decaying)
+    direction: str = "egress"                # or `ingress`: the IFB tree's own controller
+    downstream: bool = False                 # the delay was read as the ingress's queue and
+                                             # has not been under target since
 
 
 def initial_state(policy: Policy, wallclock: datetime, link_bps: int | None = None,
@@ -70,7 +74,37 @@ def initial_state(policy: Policy, wallclock: datetime, link_bps: int | None = No
         classes=tuple(replace(c, rate_bps=alloc[c.name].rate_bps, ceil_bps=alloc[c.name].ceil_bps)
                       for c in classes),
         limits=limits,
-        base_limits=base_limits(policy, policy_link_bps))
+        base_limits=base_limits(policy, policy_link_bps),
+        direction="egress" if link_bps is None else "ingress")
+
+
+def queue_side(policy: Policy, state: ControllerState, tick: Tick, tuning: Tuning) -> str:
+    """Which direction's queue the round-trip delay shows: `egress` or `ingress`.
+
+    The probes time round trips, so a download filling the router's downstream buffer looks
+    just like an upstream bottleneck; cutting the uplink for it only starves what the host
+    sends (measured: compute's egress cut to 15-40 mbit, its step 1.9-2.1x, where the
+    ingress was the full one). The ingress is the side when the IFB tree is full and fuller
+    than the egress by `downstream_margin`, each as a share of its shaped rate (the egress
+    smoothed as autorate smooths it). With both full, or no IFB tree, the egress, as before:
+    an upstream bottleneck with a download beside it is read as downstream until the egress
+    fills, a limit of reading one round-trip signal. Once read as the ingress's, the queue
+    stays the ingress's until the delay is under target (`ControllerState.downstream`): as
+    the ingress scavengers yield the IFB tree stops being full, and the same queue, draining,
+    would otherwise be taken for an upstream one and cut the uplink."""
+    if state.downstream:
+        return "ingress"
+    ingress_bps = policy.link.ingress_bps
+    if state.direction != "egress" or not ingress_bps or tick.ingress_rx_rate_bps is None:
+        return state.direction
+    eg = state.autorate
+    avg = eg.tx_avg_bps
+    out_bps = (tick.link_tx_rate_bps if avg is None
+               else avg + tuning.link_tx_gain * (tick.link_tx_rate_bps - avg))
+    in_share = tick.ingress_rx_rate_bps / ingress_bps
+    out_share = out_bps / eg.link_bps if eg.link_bps > 0 else 0.0
+    full = in_share >= tuning.link_full_frac
+    return "ingress" if full and in_share >= out_share + tuning.downstream_margin else "egress"
 
 
 def step(policy: Policy, state: ControllerState, tick: Tick,
@@ -121,8 +155,14 @@ def step(policy: Policy, state: ControllerState, tick: Tick,
             prior.get(cls.name) or fresh(cls, lim), tick.classes.get(cls.name), lim, prev_lim,
             scav_ctx if cls.scavenger else ctx, limit_reasons[cls.name])
 
+    # The IFB tree's controller never cuts its root: measured, cuts 95 -> 60 mbit for a
+    # download's queue took compute's share with it (compute's grant is under that root;
+    # its step 1.49x); its scavengers yield instead, and the queue is theirs.
+    side = queue_side(policy, state, tick, tuning)
+    queue_here = state.direction == "egress" and side == "egress"
+    downstream = state.direction == "egress" and side == "ingress" and view.over
     autorate, link_reason = update_link(state.autorate, view, tick, link_policy_bps,
-                                        control.interval_s, tuning)
+                                        control.interval_s, tuning, queue_here=queue_here)
     alloc = allocate(autorate.link_bps, limits, policy.classes,
                      {name: cs.target_bps for name, cs in updated.items()})
 
@@ -138,7 +178,8 @@ def step(policy: Policy, state: ControllerState, tick: Tick,
         classes=tuple(updated[c.name] for c in policy.classes), limits=limits, base_limits=base,
         last_delay_s=delay_s, last_now_s=now, older_delay_s=state.last_delay_s,
         older_now_s=state.last_now_s, sizing=sizing, last_bulk_delay_s=bulk_delay_s,
-        site_scavenger_bps=tick.site_scavenger_bps, sent_peak_bps=sent_peak_bps)
+        site_scavenger_bps=tick.site_scavenger_bps, sent_peak_bps=sent_peak_bps,
+        direction=state.direction, downstream=downstream)
     return next_state, decisions
 
 

@@ -29,7 +29,8 @@ Field = Literal["rate", "ceil", "link"]
 
 @dataclass(frozen=True)
 class Decision:
-    """One changed number. `cls` is None for the link (the HTB root class)."""
+    """One changed number. `cls` is None for the link (the HTB root class). `direction`
+    says which tree: the egress one, or the IFB (ingress) tree's own controller."""
 
     t_s: float
     cls: str | None
@@ -37,3 +38,4 @@ class Decision:
     old_bps: int
     new_bps: int
     reason: Reason
+    direction: Literal["egress", "ingress"] = "egress"

@@ -86,7 +86,9 @@ class Tick:
     flows: a disk host with no compute and no probed peer still sees the queue it builds in
     the router. `site_scavenger_bps` is the most all scavenger classes together may send,
     as the site channel (`qosd.site`) reckons what neighbours' compute leaves; None: no
-    site knowledge. Both are inputs only: the controller stays pure.
+    site knowledge. `ingress_rx_rate_bps` is what the IFB (ingress) tree let through: the
+    controller tells a downstream queue from an upstream one by it. All are inputs only:
+    the controller stays pure.
     """
 
     now_s: float
@@ -97,3 +99,4 @@ class Tick:
     bulk_path: PathSample = PathSample(queue_delay_s=None, role="bulk")
     steps_s: tuple[float, ...] = ()   # durations of the jobs' steps that ended this tick
     site_scavenger_bps: int | None = None    # what the site leaves this host's scavengers
+    ingress_rx_rate_bps: float | None = None   # through the IFB tree's root; None: no IFB tree

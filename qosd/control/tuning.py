@@ -50,6 +50,9 @@ class Tuning:
                                        # queue is not this link's; undo the episode
     link_deaf_clear_s: float = 3.0     # ... and ignore that level of delay until it has been
                                        # under target this long
+    downstream_margin: float = 0.1     # ingress fuller than egress by this (shares of each
+                                       # shaped rate), and full: a round-trip delay is the
+                                       # downstream queue's, for the ingress link to cut
     link_share_gain: float = 0.1       # per tick, of the smoothed share of ticks above the
                                        # hold band
     link_standing_share: float = 0.6   # above the hold band this often, on a full link with

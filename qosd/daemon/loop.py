@@ -129,12 +129,25 @@ class ControlLoop:
     ticks: int = 0
     last_tick: Tick | None = None                    # what the controller was last told
     desired: TcTree | None = None                    # what the last tick asked the kernel for
+    ingress_state: ControllerState | None = None     # the IFB tree's own controller
     _rates: CounterRates = field(default_factory=CounterRates)
+    _ingress_rates: CounterRates = field(default_factory=CounterRates)
     _stale: bool = False
 
     def __post_init__(self) -> None:
         if self.state is None:
             self.state = initial_state(self.policy, self.clock.wallclock())
+        if self.ingress_state is None:
+            self.ingress_state = self._initial_ingress()
+
+    def _initial_ingress(self) -> ControllerState | None:
+        """The IFB tree gets a controller of its own: its classes' grants follow what they
+        receive (a compute class busy downstream is raised, a scavenger yields to a queue
+        its downloads build), as the egress classes follow what they send."""
+        ingress_bps = self.policy.link.ingress_bps
+        if self.tree.ingress is None or ingress_bps is None:
+            return None
+        return initial_state(self.policy, self.clock.wallclock(), link_bps=ingress_bps)
 
     @property
     def ifname(self) -> str:
@@ -143,12 +156,14 @@ class ControlLoop:
     def _names(self) -> dict[int, str]:
         return {cid: c.name for cid, c in self.tree.egress.classes.items() if c.name}
 
-    def _sample(self, now_s: float) -> tuple[dict[str, ClassSample], float]:
-        stats = self.kernel.class_stats(self.ifname)
-        names = self._names()
+    def _sample(self, now_s: float, ingress: bool = False) -> tuple[dict[str, ClassSample], float]:
+        device = self.tree.ingress if ingress else self.tree.egress
+        assert device is not None
+        stats = self.kernel.class_stats(device.ifname)
+        names = {cid: c.name for cid, c in device.classes.items() if c.name}
         counters = {cid: s.bytes_total for cid, s in stats.items()}
-        rates = self._rates.update(now_s, counters)
-        current = grants(self.state)  # type: ignore[arg-type]
+        rates = (self._ingress_rates if ingress else self._rates).update(now_s, counters)
+        current = grants(self.ingress_state if ingress else self.state)  # type: ignore[arg-type]
         samples: dict[str, ClassSample] = {}
         views: dict[str, ClassView] = {}
         for cid, name in names.items():
@@ -161,27 +176,41 @@ class ControlLoop:
             samples[name] = ClassSample.measure(name, tx_bps, st.backlog_bytes, st.drops_total, rate_bps)
             views[name] = ClassView(name, rate_bps, granted.ceil_bps if granted else 0, tx_bps,
                                     st.backlog_bytes, st.drops_total, st.bytes_total)
-        self.views = views
+        if not ingress:
+            self.views = views
         return samples, rates.get(ROOT_CLASSID, 0.0) * 8
 
     def tick(self) -> TickReport:
         start = time.perf_counter()
         now_s = self.clock.monotonic()
         samples, link_tx_bps = self._sample(now_s)
+        in_samples, in_rx_bps = (self._sample(now_s, ingress=True)
+                                 if self.ingress_state is not None else ({}, None))
         paths = self.peers()
         path, bulk = worst_path(paths), worst_path(paths, BULK_ROLES, "bulk")
         tick = Tick(now_s=now_s, wallclock=self.clock.wallclock(), classes=samples,
                     path=path, link_tx_rate_bps=link_tx_bps, bulk_path=bulk,
                     steps_s=self.steps() if self.steps is not None else (),
-                    site_scavenger_bps=self._site(now_s, samples, link_tx_bps, path, bulk))
+                    site_scavenger_bps=self._site(now_s, samples, link_tx_bps, path, bulk),
+                    ingress_rx_rate_bps=in_rx_bps)
         self.last_tick = tick
         self.state, decisions = step(self.policy, self.state, tick)  # type: ignore[arg-type]
+        if self.ingress_state is not None:
+            # the site's cap divides the shared uplink: not the IFB tree's to apply
+            in_tick = replace(tick, classes=in_samples, link_tx_rate_bps=in_rx_bps or 0.0,
+                              ingress_rx_rate_bps=None, site_scavenger_bps=None)
+            self.ingress_state, in_decisions = step(self.policy, self.ingress_state, in_tick)
+            decisions = decisions + [replace(d, direction="ingress") for d in in_decisions]
         for d in decisions:
             self.decisions.append(d)
             self.decision_counts[(d.cls or LINK_LABEL, d.reason)] += 1
         egress = with_link_rate(with_rates(self.tree.egress, grants(self.state)),
                                 link_rate_bps(self.state))
         desired = replace(self.tree, egress=egress)
+        if desired.ingress is not None and self.ingress_state is not None:
+            desired = replace(desired, ingress=with_link_rate(
+                with_rates(desired.ingress, grants(self.ingress_state)),
+                link_rate_bps(self.ingress_state)))
         if self.flows is not None:
             self.flows.poll_if_due(now_s)
             desired = replace(desired, egress=self.flows.with_filters(egress, mirrored=False))
@@ -219,6 +248,8 @@ class ControlLoop:
             self.flows.set_policy(policy)
         self.state = initial_state(policy, self.clock.wallclock())
         self._rates = CounterRates()
+        self._ingress_rates = CounterRates()
+        self.ingress_state = self._initial_ingress()
         self.views = {}
 
     def recent_decisions(self, limit: int = 50) -> list[dict]:

@@ -189,4 +189,4 @@ def _path_json(p: PathSample | None) -> dict[str, Any]:
 
 def decision_json(d: Decision) -> dict:
     return {"t_s": d.t_s, "class": d.cls, "field": d.field, "old_bps": d.old_bps,
-            "new_bps": d.new_bps, "reason": d.reason}
+            "new_bps": d.new_bps, "reason": d.reason, "direction": d.direction}

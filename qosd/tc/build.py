@@ -14,7 +14,8 @@ from policies.model import Policy, TrafficClass
 from qosd.tc.tree import (FIRST_CLASS_MINOR, MAX_CLASS_MINOR, RESERVED_MINORS, ROOT_CLASSID,
                           ROOT_HANDLE, DeviceTree, HtbClass, HtbRoot, IngressRedirect, LeafQdisc,
                           TcTree, U32Filter, classid, minor_of)
-from qosd.tc.u32 import U32MatchError, match_keys
+from qosd.measure.probe import PROBE_PORT
+from qosd.tc.u32 import U32MatchError, match_keys, reply_keys
 
 LEAF_KINDS = ("pfifo", "fq_codel")
 FQ_CODEL_LIMIT_PACKETS = 10240
@@ -31,7 +32,8 @@ HTB_MAX_PRIO = 7                  # TC_HTB_NUMPRIO - 1
 CLASSES_PER_PREF = 16             # the kernel allows ~2047 u32 prefs per qdisc
 PREF_PRIORITY_STRIDE = 1024       # prefs per HTB priority
 MAX_CLASSES_PER_PRIORITY = CLASSES_PER_PREF * PREF_PRIORITY_STRIDE   # 16384
-STATIC_PREF_BASE = 16             # prefs below this are the daemon's per-flow filters
+STATIC_PREF_BASE = 16             # prefs below this are the daemon's per-flow filters ...
+PROBE_REPLY_PREF = STATIC_PREF_BASE - 1   # ... but this one: probe replies, IFB tree only
 U32_ROOT_HT = 0x80000000
 U32_MAX_NODE = 0xFFF
 R2Q = 10
@@ -159,7 +161,14 @@ def _class_filters(cls: TrafficClass, minor: int, pref: int, first_node: int,
 
 def build_device(policy: Policy, ifname: str, link_bps: int, minors: Mapping[str, int],
                  leaf_kind: str, *, mirrored: bool) -> DeviceTree:
-    """One device's HTB tree for `policy` with percentages resolved against `link_bps`."""
+    """One device's HTB tree for `policy` with percentages resolved against `link_bps`.
+
+    The mirrored (IFB ingress) tree also sends the replies to the host's delay probes
+    straight through as HTB direct traffic (classid = the qdisc's handle), as the probes
+    themselves pass the egress tree (`qosd.measure.probe.bypass_host_shaper`): a reply that
+    waits behind a download in the IFB's classes reads the host's own ingress queue as the
+    path's (measured: the delay did not move as autorate cut the uplink 100 -> 10 mbit, nor
+    as the IFB was cut 95 -> 44 mbit; compute's step 1.9-2.6x)."""
     if leaf_kind not in LEAF_KINDS:
         raise TreeBuildError(f"leaf qdisc {leaf_kind!r} not supported (one of {LEAF_KINDS})")
     defaults = [c for c in policy.classes if c.default]
@@ -187,6 +196,11 @@ def build_device(policy: Policy, ifname: str, link_bps: int, minors: Mapping[str
         for flt in _class_filters(cls, minor, pref, next_node.get(pref, 1), mirrored):
             filters[flt.ident] = flt
             next_node[pref] = (flt.handle & U32_MAX_NODE) + 1
+    if mirrored:
+        for node, keys in enumerate(reply_keys(PROBE_PORT), start=1):
+            flt = U32Filter(parent=ROOT_HANDLE, pref=PROBE_REPLY_PREF,
+                            handle=U32_ROOT_HT | node, classid=ROOT_HANDLE, keys=keys)
+            filters[flt.ident] = flt
     root = HtbRoot(handle=ROOT_HANDLE, default_minor=minors[defaults[0].name], r2q=R2Q)
     return DeviceTree(ifname=ifname, root=root, classes=classes, leaves=leaves, filters=filters)
 

@@ -112,7 +112,8 @@ def _check(ifname: str, root: int, classes: Mapping[int, HtbClass], classids: Se
         raise PlanError(where + "every leaf must be keyed by, and sit under, an existing class")
     if set(map(attrgetter("parent"), filters.values())) - {root} \
             or not all(map(classids.__contains__, set(map(attrgetter("classid"),
-                                                          filters.values())))):
+                                                          filters.values())) - {root})):
+        # a filter to the qdisc's own handle sends HTB direct: the IFB's probe-reply bypass
         raise PlanError(where + "every filter must hang off the root and point to a class")
 
 

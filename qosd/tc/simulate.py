@@ -154,7 +154,7 @@ class _Device:
             raise self.fail(op, f"no qdisc {fmt_handle(obj.parent)}")
         if obj.ident in self.filters:
             raise self.fail(op, f"filter pref {obj.pref} handle {obj.handle:#x} exists")
-        if obj.classid not in self.classes:
+        if obj.classid not in self.classes and obj.classid != self.root.handle:   # direct
             raise self.fail(op, f"filter to missing class {fmt_handle(obj.classid)}")
         self.filters[obj.ident] = obj
         self.users[obj.classid] += 1

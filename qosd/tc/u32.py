@@ -169,6 +169,22 @@ def match_keys(match: Match, *, mirrored: bool) -> list[tuple[U32Key, ...]]:
     return list(_match_keys(match, mirrored))
 
 
+def reply_keys(udp_sport: int) -> list[tuple[U32Key, ...]]:
+    """Key sets for the replies to the host's own delay probes, as they arrive: UDP from
+    `udp_sport` (a reflector's port) and ICMP/ICMPv6 echo replies, on IPv4 and IPv6."""
+    udp = PROTOCOLS["udp"]
+    v4_transport = [(0, *_V4_IHL5), (4, *_V4_FRAG_OFFSET)]
+    return [
+        _merge([(0, *_V4_VERSION), (8, udp << 16, 0x00FF0000), *v4_transport,
+                (20, udp_sport << 16, 0xFFFF0000)]),
+        _merge([(0, *_V6_VERSION), (4, udp << 8, 0x0000FF00), (40, udp_sport << 16, 0xFFFF0000)]),
+        _merge([(0, *_V4_VERSION), (8, PROTOCOLS["icmp"] << 16, 0x00FF0000), *v4_transport,
+                (20, 0 << 24, 0xFF000000)]),                                  # echo reply
+        _merge([(0, *_V6_VERSION), (4, PROTOCOLS["icmpv6"] << 8, 0x0000FF00),
+                (40, 129 << 24, 0xFF000000)]),                                # echo reply
+    ]
+
+
 def _address(value: IPAddress | str) -> IPAddress:
     if isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
         return value
