@@ -40,6 +40,7 @@ def by_name(tree: DeviceTree) -> dict:
 def classify(tree: DeviceTree, pkt: bytes) -> str | None:
     """What the kernel does with the filters: lowest pref first, first match wins."""
     names = {cid: c.name for cid, c in tree.classes.items()}
+    names[ROOT_HANDLE] = "direct"      # HTB's direct queue: classid = the qdisc's handle
     for ident in sorted(tree.filters):
         if u32_matches(tree.filters[ident].keys, pkt):
             return names[tree.filters[ident].classid]
@@ -283,3 +284,14 @@ def test_with_link_rate_cuts_what_no_longer_fits() -> None:
         assert cls.rate_bps <= cls.ceil_bps <= 50 * MBIT
     assert by_name(small)["disk"].rate_bps == 10 * MBIT
     assert with_link_rate(eg, 100 * MBIT) == eg
+
+
+def test_probe_replies_pass_the_ifb_tree_direct_and_nothing_else_does() -> None:
+    tree = build_tree(office(ingress_bps=50 * MBIT), leaf_kind="pfifo", ifb_name="qosdi3")
+    assert tree.ingress is not None
+    reply = raw(IP(src="198.18.5.1", dst="198.18.0.1") / UDP(sport=29390, dport=29391))
+    assert classify(tree.ingress, reply) == "direct"
+    assert classify(tree.egress, reply) != "direct"
+    data = raw(IP(src="198.18.5.1", dst="198.18.0.1") / TCP(sport=29600, dport=41000))
+    assert classify(tree.ingress, data) == "compute"
+    assert all(f.classid != ROOT_HANDLE for f in tree.egress.filters.values())

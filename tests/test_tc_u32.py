@@ -236,3 +236,25 @@ def test_evaluator_fails_keys_past_the_end() -> None:
     keys = match_keys(Match(proto="tcp", dport=PortRange(5201, 5201)), mirrored=False)[0]
     assert not u32_matches(keys, packet(4)[:22])
     assert u32_matches(keys, packet(4)[:24])
+
+
+def test_reply_keys_match_probe_replies_and_nothing_else() -> None:
+    from scapy.all import ICMP  # type: ignore[attr-defined]
+    from scapy.layers.inet6 import ICMPv6EchoReply, ICMPv6EchoRequest
+
+    from qosd.tc.u32 import reply_keys
+
+    keys = reply_keys(29390)
+
+    def hit(pkt) -> bool:
+        return any(u32_matches(k, raw(pkt)) for k in keys)
+
+    assert hit(IP(src="198.18.1.2", dst="198.18.0.1") / UDP(sport=29390, dport=29391) / (b"x" * 32))
+    assert hit(IPv6(src="2001:2::2", dst="2001:2::1") / UDP(sport=29390, dport=29391) / b"x")
+    assert hit(IP() / ICMP(type=0))
+    assert hit(IPv6() / ICMPv6EchoReply())
+    assert not hit(IP() / UDP(sport=29391, dport=29390))            # a peer's probe of us
+    assert not hit(IP() / TCP(sport=29390, dport=80))
+    assert not hit(IP() / ICMP(type=8))                              # an echo request
+    assert not hit(IPv6() / ICMPv6EchoRequest())
+    assert not hit(IP(options=[IPOption_NOP()] * 4) / UDP(sport=29390))   # options: not at 20

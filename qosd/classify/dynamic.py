@@ -3,7 +3,8 @@
 A `process`/`uid`/`cgroup` match, or a pid registered through the API, says nothing u32 can
 see, so for each such flow the daemon installs one filter that matches exactly its 5-tuple
 (TCP, or a connected UDP socket). They live at `DYNAMIC_PREF`, below every static pref
-(`qosd.tc.build` starts those at `STATIC_PREF_BASE` = 16 and leaves 1..15 to the daemon): an
+(`qosd.tc.build` starts those at `STATIC_PREF_BASE` = 16 and leaves 1..14 to the daemon; 15 is
+the IFB tree's probe-reply bypass): an
 exact filter is always tried first.
 
 An unconnected UDP socket (QUIC and libp2p servers send to every peer from one) has no
