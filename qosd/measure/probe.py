@@ -29,9 +29,8 @@ from qosd.measure import peerstats
 from qosd.measure.errors import MeasureError
 from qosd.measure.netns import open_socket
 from qosd.measure.peerstats import PeerEstimator, PeerStats
-from qosd.tc.tree import ROOT_HANDLE
+from qosd.tc.tree import PROBE_PORT, ROOT_HANDLE
 
-PROBE_PORT = 29390
 PROBER_PORTS = range(29391, 29399)
 PROBE_DSCP = 34
 DEFAULT_RATE_HZ = 10.0

@@ -11,10 +11,9 @@ from dataclasses import replace
 from typing import Iterable, Mapping
 
 from policies.model import Policy, TrafficClass
-from qosd.tc.tree import (FIRST_CLASS_MINOR, MAX_CLASS_MINOR, RESERVED_MINORS, ROOT_CLASSID,
-                          ROOT_HANDLE, DeviceTree, HtbClass, HtbRoot, IngressRedirect, LeafQdisc,
-                          TcTree, U32Filter, classid, minor_of)
-from qosd.measure.probe import PROBE_PORT
+from qosd.tc.tree import (FIRST_CLASS_MINOR, MAX_CLASS_MINOR, PROBE_PORT, RESERVED_MINORS,
+                          ROOT_CLASSID, ROOT_HANDLE, DeviceTree, HtbClass, HtbRoot,
+                          IngressRedirect, LeafQdisc, TcTree, U32Filter, classid, minor_of)
 from qosd.tc.u32 import U32MatchError, match_keys, reply_keys
 
 LEAF_KINDS = ("pfifo", "fq_codel")

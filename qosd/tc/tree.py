@@ -21,6 +21,8 @@ ROOT_HANDLE = QOSD_MAJOR << 16           # 905d:   the HTB root qdisc
 ROOT_CLASSID = ROOT_HANDLE | 1           # 905d:1  the link-rate root class
 INGRESS_HANDLE = 0xFFFF0000              # ffff:   the kernel's ingress qdisc
 QOSD_INGRESS_PREF = 0x905D               # pref of qosd's mirred redirect on ingress
+PROBE_PORT = 29390                       # the UDP port qosd's reflectors answer from: its
+                                         # replies pass the IFB tree direct (qosd.measure.probe)
 IFB_PREFIX = "qosdi"                     # qosdi<ifindex>, under IFNAMSIZ on any host
 FIRST_CLASS_MINOR = 0x10
 MAX_CLASS_MINOR = 0xFFFE                 # a class's leaf qdisc is <minor>:, and ffff: is ingress
