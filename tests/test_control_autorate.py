@@ -155,3 +155,41 @@ def test_a_cut_after_a_probe_starts_its_own_episode_and_is_not_undone_as_deaf():
         prev = delay
     assert reasons[1][1] == "upstream-bottleneck" and reasons[1][2] <= 0.5 * 100 * MBIT, reasons
     assert all(bps <= 0.5 * 100 * MBIT for _, _, bps in reasons[1:]), reasons
+
+
+def test_a_capacity_drops_queue_that_drains_after_each_cut_is_not_undone_as_deaf():
+    # measured on the capacity-drop test (router 100 -> 40 mbit at ~2.85 s): a mild cut at
+    # 1.0 s, a probe at 2.0 s, cuts to 94.8, 54.7 and 37.1 mbit; 0.1 s after the last, with
+    # the delay falling 23 -> 17 ms, the link went back to 98.5: the deaf guard compared
+    # that delay with the 7.5 ms its episode began on, the queue's onset
+    from qosd.control.autorate import AutorateState, update_link
+    from qosd.control.delay import delay_view
+    from qosd.control.signals import PathSample, Tick
+
+    st = AutorateState(link_bps=int(98.5 * MBIT), calm_since_s=0.0, last_cut_s=1.0,
+                       last_probe_s=2.0, probe_delay_s=0.0022, probe_from_bps=97 * MBIT,
+                       cut_from_bps=100 * MBIT, capacity_hint_bps=100 * MBIT,
+                       tx_avg_bps=98 * MBIT, episode_s=1.0, episode_from_bps=100 * MBIT,
+                       episode_delay_s=0.00265)
+    measured = [  # (s, raw queue delay s, what the host sent, mbit)
+        (2.8, 0.0013, 96), (2.9, 0.0075, 64), (3.0, 0.0096, 40), (3.1, 0.0113, 37),
+        (3.2, 0.0099, 37), (3.3, 0.0093, 38), (3.4, 0.0092, 42), (3.5, 0.0080, 38),
+        (3.6, 0.0072, 40), (3.7, 0.0065, 40), (3.8, 0.0060, 40), (3.9, 0.0057, 40),
+        (4.0, 0.0131, 58), (4.1, 0.0131, 42), (4.2, 0.0237, 28), (4.3, 0.0312, 50),
+        (4.4, 0.0285, 22), (4.5, 0.0226, 38), (4.6, 0.0173, 38), (4.7, 0.0139, 41),
+        (4.8, 0.0116, 40), (4.9, 0.0095, 39), (5.0, 0.0087, 40), (5.1, 0.0085, 40),
+        (5.2, 0.0076, 40), (5.3, 0.0066, 40), (5.4, 0.0061, 40), (5.5, 0.0057, 39),
+        (5.6, 0.0057, 40), (5.7, 0.0052, 39), (5.8, 0.0053, 41), (5.9, 0.0048, 40)]
+    prev = older = None
+    moves = []
+    for now, delay, sent_mbit in measured:
+        view = delay_view(delay, prev, DT_S, TARGET_S, TUNING, older, 2 * DT_S)
+        tick = Tick(now, NOON, {}, PathSample(delay, 0.02, 0.02), sent_mbit * MBIT)
+        st, why = update_link(st, view, tick, 100 * MBIT, DT_S, TUNING)
+        if why:
+            moves.append((now, why, st.link_bps))
+        prev, older = delay, prev
+    assert [why for _, why, _ in moves][:2] == ["upstream-bottleneck"] * 2, moves
+    after = [bps for now, _, bps in moves if now >= 4.5]
+    assert st.link_bps <= 44 * MBIT and max(after, default=0) <= 44 * MBIT, moves
+    assert st.deaf_floor_s is None, moves
