@@ -193,3 +193,39 @@ def test_a_capacity_drops_queue_that_drains_after_each_cut_is_not_undone_as_deaf
     after = [bps for now, _, bps in moves if now >= 4.5]
     assert st.link_bps <= 44 * MBIT and max(after, default=0) <= 44 * MBIT, moves
     assert st.deaf_floor_s is None, moves
+
+
+def test_a_probe_hit_after_a_capacity_drops_cuts_is_not_undone_as_deaf():
+    # measured on the capacity-drop test (router 100 -> 40 mbit at ~1.6 s): a mild cut at
+    # 1.1 s, a cut to 39 mbit at 2.8 s in the same episode, the delay under target, probes
+    # to 41 and 43 mbit, and when the second one's queue showed, the link went back to 100:
+    # the episode begun before the drop, on 3.2 ms, was still open and judged it deaf
+    from qosd.control.autorate import AutorateState, update_link
+    from qosd.control.delay import delay_view
+    from qosd.control.signals import PathSample, Tick
+
+    st = AutorateState(link_bps=100 * MBIT, calm_since_s=0.0, tx_avg_bps=100 * MBIT)
+    measured = [  # (s, raw queue delay s, what the host sent, mbit)
+        (1.0, 0.0032, 100), (1.1, 0.0033, 99), (1.2, 0.0034, 97), (1.3, 0.0028, 99),
+        (1.4, 0.0024, 96), (1.5, 0.0022, 97), (1.6, 0.0017, 55), (1.7, 0.0064, 40),
+        (1.8, 0.0104, 38), (1.9, 0.0111, 35), (2.0, 0.0093, 40), (2.1, 0.0082, 43),
+        (2.2, 0.0090, 37), (2.3, 0.0077, 40), (2.4, 0.0070, 40), (2.5, 0.0066, 39),
+        (2.6, 0.0062, 41), (2.7, 0.0064, 39), (2.8, 0.0063, 40), (2.9, 0.0058, 40),
+        (3.0, 0.0051, 38), (3.1, 0.0039, 40), (3.2, 0.0032, 39), (3.3, 0.0029, 38),
+        (3.4, 0.0022, 39), (3.5, 0.0018, 39), (3.6, 0.0014, 39), (3.7, 0.0012, 40),
+        (3.8, 0.0019, 38), (3.9, 0.0018, 42), (4.0, 0.0025, 40), (4.1, 0.0032, 40),
+        (4.2, 0.0050, 41), (4.3, 0.0062, 40), (4.4, 0.0074, 40), (4.5, 0.0080, 40),
+        (4.6, 0.0083, 40), (4.7, 0.0083, 39)]
+    prev = older = None
+    moves = []
+    for now, delay, sent_mbit in measured:
+        view = delay_view(delay, prev, DT_S, TARGET_S, TUNING, older, 2 * DT_S)
+        tick = Tick(now, NOON, {}, PathSample(delay, 0.02, 0.02), sent_mbit * MBIT)
+        st, why = update_link(st, view, tick, 100 * MBIT, DT_S, TUNING)
+        if why:
+            moves.append((now, why, st.link_bps))
+        prev, older = delay, prev
+    probes = [now for now, why, bps in moves if why == "upstream-clear" and now > 3.0]
+    assert probes, moves                                   # the case: it probed past 40
+    assert all(bps <= 46 * MBIT for now, _, bps in moves if now > 2.5), moves
+    assert st.link_bps <= 44 * MBIT and st.deaf_floor_s is None, moves
