@@ -184,7 +184,8 @@ def test_a_capacity_drops_queue_that_drains_after_each_cut_is_not_undone_as_deaf
     moves = []
     for now, delay, sent_mbit in measured:
         view = delay_view(delay, prev, DT_S, TARGET_S, TUNING, older, 2 * DT_S)
-        tick = Tick(now, NOON, {}, PathSample(delay, 0.02, 0.02), sent_mbit * MBIT)
+        sent_bps = min(sent_mbit * MBIT, st.link_bps)   # as measured, or the link now
+        tick = Tick(now, NOON, {}, PathSample(delay, 0.02, 0.02), sent_bps)
         st, why = update_link(st, view, tick, 100 * MBIT, DT_S, TUNING)
         if why:
             moves.append((now, why, st.link_bps))
@@ -220,7 +221,8 @@ def test_a_probe_hit_after_a_capacity_drops_cuts_is_not_undone_as_deaf():
     moves = []
     for now, delay, sent_mbit in measured:
         view = delay_view(delay, prev, DT_S, TARGET_S, TUNING, older, 2 * DT_S)
-        tick = Tick(now, NOON, {}, PathSample(delay, 0.02, 0.02), sent_mbit * MBIT)
+        sent_bps = min(sent_mbit * MBIT, st.link_bps)   # as measured, or the link now
+        tick = Tick(now, NOON, {}, PathSample(delay, 0.02, 0.02), sent_bps)
         st, why = update_link(st, view, tick, 100 * MBIT, DT_S, TUNING)
         if why:
             moves.append((now, why, st.link_bps))

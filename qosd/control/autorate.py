@@ -25,7 +25,7 @@ Evidence that the shaped link is at or above the bottleneck:
   bottleneck's own rate never drains what the drop left);
 - (never) deaf: when cuts took the link to half of where their episode began and a second
   later the delay is as high as when it began, and as high as at the last cut once that cut
-  has had `link_refractory_s` to act, the queue is not this link's (a download's, seen by
+  has had `link_refractory_s` to act (it never fell below), the queue is not this link's (a download's, seen by
   round-trip probes): the link goes back and ignores that level of delay until it has been
   gone for `link_deaf_clear_s` (such a queue comes and goes with the download). A capacity
   drop's queue is higher a second into its episode than at its onset, yet it drains after
@@ -92,7 +92,8 @@ class AutorateState:
     episode_s: float | None = None         # when this episode of cuts began ...
     episode_from_bps: int = 0              # ... from which link ...
     episode_delay_s: float = 0.0           # ... on which filtered delay
-    cut_delay_s: float = 0.0               # filtered delay at the last cut
+    cut_delay_s: float = 0.0               # filtered delay at the last cut ...
+    cut_low_s: float = 0.0                 # ... and the lowest since
     deaf_floor_s: float | None = None      # a queue that did not answer cuts: its delay
 
 
@@ -121,6 +122,8 @@ def update_link(st: AutorateState, view: DelayView, tick: Tick, policy_link_bps:
                  band_share=st.band_share + tuning.link_share_gain * (band - st.band_share))
     if view.raw_s is None and st.capacity_hint_bps is not None:
         st = replace(st, capacity_hint_bps=None)   # blind: back to the policy, not a guess
+    if st.last_cut_s is not None and view.delay_s is not None:
+        st = replace(st, cut_low_s=min(st.cut_low_s, view.delay_s))
     if st.deaf_floor_s is not None and _for(st.calm_since_s, now, tuning.link_deaf_clear_s):
         st = replace(st, deaf_floor_s=None)   # that queue has been gone a while
     if queue_here and _deaf(st, view, now, tuning):
@@ -145,7 +148,8 @@ def _deaf(st: AutorateState, view: DelayView, now: float, tuning: Tuning) -> boo
     link controls. The probes measure round trips, so a download filling the router's
     downstream buffer (or anyone else's traffic on a shared segment) looks like an upstream
     bottleneck; cutting the uplink toward the floor only starves what the host sends.
-    The last cut is judged too, after the signal's lag: the episode began at a queue's
+    The last cut is judged too, after the signal's lag, by the lowest delay since: the
+    episode began at a queue's
     onset, and a capacity drop's queue keeps growing past that level for a while after
     the first cuts even though it answers each (measured: a cut to 37 mbit under a 40 mbit
     router undone 0.1 s later while the delay fell 23 -> 17 ms, read against a 7.5 ms onset)."""
@@ -154,8 +158,8 @@ def _deaf(st: AutorateState, view: DelayView, now: float, tuning: Tuning) -> boo
             and now - st.episode_s >= tuning.link_deaf_after_s - EPS_S
             and now - st.last_cut_s >= tuning.link_refractory_s - EPS_S
             and st.link_bps <= tuning.link_deaf_frac * st.episode_from_bps
-            and view.delay_s >= tuning.link_deaf_keep * max(st.episode_delay_s,
-                                                            st.cut_delay_s))
+            and view.delay_s >= tuning.link_deaf_keep * st.episode_delay_s
+            and st.cut_low_s >= tuning.link_deaf_keep * st.cut_delay_s)
 
 
 def plateau_bps(st: AutorateState, tuning: Tuning) -> int | None:
@@ -218,7 +222,7 @@ def _maybe_cut(st: AutorateState, view: DelayView, tick: Tick, tick_tx_bps: floa
                                               or st.last_probe_s > st.last_cut_s)
     if fresh or probed or st.episode_s is None:
         st = replace(st, episode_s=now, episode_from_bps=link_bps, episode_delay_s=delay_s)
-    return replace(st, link_bps=new_bps, last_cut_s=now, cut_delay_s=delay_s,
+    return replace(st, link_bps=new_bps, last_cut_s=now, cut_delay_s=delay_s, cut_low_s=delay_s,
                    capacity_hint_bps=int(estimate_bps),
                    hold_s=hold_s, probe_streak=0, band_share=0.0, cut_from_bps=link_bps)
 
