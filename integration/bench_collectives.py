@@ -8,7 +8,8 @@ whose rate changes, and does the hierarchical all-reduce beat the flat ring acro
    to 64 KiB / 1 MiB / 25 MiB chunks. Figure: mean step time over the same rate schedule.
 2. Two sites of two hosts on one router, 1 gbit/s to each host, and between the sites a delay
    line of 50 ms RTT at 50 mbit/s each way; a 16 MB all-reduce, flat (Gloo's ring, ranks site
-   by site) vs hierarchical.
+   by site) vs hierarchical, its chunks planned (`plan_hierarchical`) from the inter-site grant
+   the daemon would give (the delay line's rate and RTT).
 
 Every figure is a ratio against a baseline run in the same session on the same testbed.
 """
@@ -142,10 +143,11 @@ def sites_runs() -> dict[str, Run]:
         tb.wan(r, site_a, site_b, WanSpec.from_rtt(WAN_RTT_S, rate_bps=SITE_INTER_BPS, limit_bytes=FIFO_BYTES))
         hosts = [*site_a, *site_b]
         hosts[0].run(["ping", "-c", "1", "-W", "2", hosts[-1].addr])
-        common = ["--tensor-bytes", str(TENSOR_BYTES), "--chunk-bytes", str(1024 * 1024)]
+        common = ["--tensor-bytes", str(TENSOR_BYTES)]
+        grant = ["--inter-rate-bps", str(SITE_INTER_BPS), "--inter-rtt-s", str(WAN_RTT_S)]
         return {
             "flat": run_workload(hosts, ["--mode", "flat", *common], HIER_SECONDS),
-            "hier": run_workload(hosts, ["--mode", "hier", "--sites", "a,a,b,b", *common], HIER_SECONDS),
+            "hier": run_workload(hosts, ["--mode", "hier", "--sites", "a,a,b,b", *common, *grant], HIER_SECONDS),
         }
 
 

@@ -120,3 +120,23 @@ def test_replanner_ignores_rtt_jitter_below_floor_but_follows_real_changes():
     assert not replanner.begin_step(1, 100 * MBIT, 0.0004)   # 4x, but 0.3 ms of jitter
     assert replanner.begin_step(2, 100 * MBIT, 0.040)
     assert replanner.plan(100 * MIB, 2).chunk_bytes == 1_000_000  # 80 ms of wire time: two RTTs
+
+
+def test_hierarchical_chunks_make_the_inter_site_rtt_a_small_share_of_wire_time():
+    from collectives.planner import HIER_LATENCY_SHARE, plan_hierarchical
+    plan = plan_hierarchical(16 * MIB, 50 * MBIT, 0.050, 2)
+    wire_s = plan.chunk_bytes * 8 / (50 * MBIT)
+    assert 0.050 <= HIER_LATENCY_SHARE * wire_s * 1.001
+    assert plan.chunk_bytes > plan_chunks(16 * MIB, 50 * MBIT, 0.050, 2).chunk_bytes
+    assert plan.n_chunks >= 4 and plan.in_flight == 2
+
+
+def test_hierarchical_chunks_keep_enough_chunks_to_pipeline_the_sites():
+    from collectives.planner import HIER_MIN_CHUNKS, plan_hierarchical
+    plan = plan_hierarchical(16 * MIB, 50 * MBIT, 0.100, 2)
+    assert plan.n_chunks == HIER_MIN_CHUNKS
+
+
+def test_hierarchical_without_a_grant_plans_like_the_ring():
+    from collectives.planner import plan_hierarchical
+    assert plan_hierarchical(16 * MIB, None, 0.05, 2) == plan_chunks(16 * MIB, None, 0.05, 2)
