@@ -127,13 +127,13 @@ class AdaptiveState:
         def record(timing: JobTiming) -> None:
             self.log.add(CollectiveRecord(self.job, OP_NAME, timing.size_bytes, timing.duration_s,
                                           plan.chunk_bytes, grant_bps, self.rank, step))
-            self._observe(timing)
+            self._observe(timing, plan.chunk_bytes)
 
         return self._issuer.submit(flat, plan.chunk_bytes, plan.in_flight, record)
 
-    def _observe(self, timing: JobTiming) -> None:
+    def _observe(self, timing: JobTiming, chunk_bytes: int | None = None) -> None:
         if isinstance(self.grant_source, CollectiveObserver):
-            self.grant_source.observe(timing.size_bytes, timing.duration_s, self.world_size)
+            self.grant_source.observe(timing.size_bytes, timing.duration_s, self.world_size, chunk_bytes)
 
     def close(self) -> None:
         """Stop the issuer thread, ship what telemetry is left, let go of the daemon."""
