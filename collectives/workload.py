@@ -175,7 +175,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--master", required=True, help="ADDR:PORT of rank 0's rendezvous")
     parser.add_argument("--params", type=int, default=10_000_000)
     parser.add_argument("--bucket-mb", type=float, default=25.0)
-    parser.add_argument("--chunk-bytes", type=int, help="fixed mode: the chunk (1 MiB); hier: overrides the plan")
+    parser.add_argument("--chunk-bytes", type=int, help="fixed: the chunk (1 MiB); hier: overrides the plan")
     parser.add_argument("--inter-rate-bps", type=int, help="hier: the inter-site link's grant")
     parser.add_argument("--inter-rtt-s", type=float, help="hier: the inter-site RTT")
     parser.add_argument("--tensor-bytes", type=int, default=16 * 1024 * KIB)

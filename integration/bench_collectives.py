@@ -184,7 +184,10 @@ def _target_lines(results: dict[str, tuple[Run, list[float]]]) -> list[BenchLine
     vs_worst = faster_ratio(ours, worst.mean_step_s())
     return [
         BenchLine("collectives: adaptive vs the best fixed chunk size, worst rate level",
-                  slowest, 1.0, "x of best", slowest, "<= 1.05x at every rate level",
+                  slowest, 1.0, "x of best", slowest,
+                  "<= 1.05x at every rate level" + ("" if slowest <= 1.05 else
+                  "; MISS: each level is 2-4 steps, a level's mean is a few steps that may"
+                  " include the one after a rate change (whose grant is measured before it)"),
                   slowest <= 1.05),
         BenchLine(f"collectives: adaptive vs the worst fixed chunk size ({worst_name})",
                   ours, worst.mean_step_s(), "s", vs_worst, ">= 1.2x faster", vs_worst >= 1.2),
@@ -201,7 +204,10 @@ def sites_lines(results: dict[str, Run]) -> list[BenchLine]:
     ratio = faster_ratio(ours, theirs)
     return [BenchLine("collectives: hierarchical vs flat all-reduce, 16 MB, 2 sites x 2 hosts, "
                       f"1 gbit intra / 50 mbit {WAN_RTT_S * 1e3:g} ms RTT inter", ours, theirs, "s", ratio,
-                      ">= 1.3x faster (ring bytes over the inter-site hop: 1.5x)", ratio >= 1.3)]
+                      ">= 1.3x faster (ring bytes over the inter-site hop: 1.5x)" + ("" if ratio >= 1.3 else
+                      "; MISS: each leader chunk pays about one inter-site RTT on top of its wire"
+                      " time, and the in-site reduce and broadcast fill and drain the pipeline"),
+                      ratio >= 1.3)]
 
 
 def run() -> list[BenchLine]:
