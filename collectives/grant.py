@@ -9,6 +9,7 @@ while it restarts; a source that knows nothing says so with `None` fields.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -42,7 +43,8 @@ class GrantSource(Protocol):
 
 @runtime_checkable
 class CollectiveObserver(Protocol):
-    def observe(self, size_bytes: int, duration_s: float, world_size: int) -> None: ...
+    def observe(self, size_bytes: int, duration_s: float, world_size: int,
+                chunk_bytes: int | None = None) -> None: ...
 
 
 class FixedGrantSource:
@@ -67,13 +69,30 @@ class MeasuredGrantSource:
     rank) so it is a link rate like the daemon's. Collectives smaller than `min_sample_bytes`
     measure latency, not bandwidth, so they feed only the RTT estimate: a tiny ring all-reduce
     takes about `(n-1)` RTTs, and the minimum over a window filters queueing out.
+
+    A sample is the link's rate only when the chunks kept it busy. Over the WAN delay line
+    each chunk cost its wire time plus about one ring latency, `(n-1)` RTTs, that the other
+    chunk in flight did not hide; so chunks planned for a low grant on a link that got faster
+    measure the old rate back (at twice-the-latency chunks the estimate settles at half the
+    link). When the sample's chunk size is known, the latency its chunks paid is taken off its
+    duration (at most `1 - min_wire_share` of it, so one sample raises the estimate at most
+    `1/min_wire_share` times): the estimate probes upward within one step. Rises are adopted
+    with `alpha_up` (all at once by default: an estimate too high costs only larger chunks),
+    falls smoothed with `alpha`.
     """
 
     def __init__(self, alpha: float = 0.3, min_sample_bytes: int = 256 * KIB,
-                 max_rtt_sample_bytes: int = 4 * KIB, rtt_window: int = 32) -> None:
+                 max_rtt_sample_bytes: int = 4 * KIB, rtt_window: int = 32,
+                 alpha_up: float = 1.0, min_wire_share: float = 0.25) -> None:
         if not 0 < alpha <= 1:
             raise ValueError(f"alpha must be in (0, 1], got {alpha}")
+        if not 0 < alpha_up <= 1:
+            raise ValueError(f"alpha_up must be in (0, 1], got {alpha_up}")
+        if not 0 < min_wire_share <= 1:
+            raise ValueError(f"min_wire_share must be in (0, 1], got {min_wire_share}")
         self.alpha = alpha
+        self.alpha_up = alpha_up
+        self.min_wire_share = min_wire_share
         self.min_sample_bytes = min_sample_bytes
         self.max_rtt_sample_bytes = max_rtt_sample_bytes
         self._lock = threading.Lock()
@@ -88,14 +107,20 @@ class MeasuredGrantSource:
             if rtt_s is not None:
                 self._rtts_s.append(rtt_s)
 
-    def observe(self, size_bytes: int, duration_s: float, world_size: int) -> None:
+    def observe(self, size_bytes: int, duration_s: float, world_size: int,
+                chunk_bytes: int | None = None) -> None:
         if world_size < 2 or duration_s <= 0:
             return
         with self._lock:
             if size_bytes >= self.min_sample_bytes:
-                sample = ring_bus_factor(world_size) * size_bytes * 8 / duration_s
+                wire_s = duration_s
+                if chunk_bytes and self._rtts_s:
+                    latency_s = math.ceil(size_bytes / chunk_bytes) * (world_size - 1) * min(self._rtts_s)
+                    wire_s = max(duration_s - latency_s, self.min_wire_share * duration_s)
+                sample = ring_bus_factor(world_size) * size_bytes * 8 / wire_s
                 previous = self._rate_bps
-                self._rate_bps = sample if previous is None else previous + self.alpha * (sample - previous)
+                alpha = self.alpha_up if previous is None or sample > previous else self.alpha
+                self._rate_bps = sample if previous is None else previous + alpha * (sample - previous)
             if size_bytes <= self.max_rtt_sample_bytes:
                 self._rtts_s.append(duration_s / (world_size - 1))
 
@@ -226,10 +251,11 @@ class ChainedGrantSource:
             used.append(second.source)
         return Grant(rate, rtt, "+".join(used) or "none")
 
-    def observe(self, size_bytes: int, duration_s: float, world_size: int) -> None:
+    def observe(self, size_bytes: int, duration_s: float, world_size: int,
+                chunk_bytes: int | None = None) -> None:
         for source in (self.daemon, self.measured):
             if isinstance(source, CollectiveObserver):
-                source.observe(size_bytes, duration_s, world_size)
+                source.observe(size_bytes, duration_s, world_size, chunk_bytes)
 
     def post(self, records: Sequence[CollectiveRecord]) -> None:
         poster = getattr(self.daemon, "post", None)

@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 
 from collectives.chunked import check_average, chunk_views
-from collectives.planner import ChunkLimits, ChunkPlan, plan_chunks
+from collectives.planner import ChunkLimits, ChunkPlan, plan_hierarchical
 from collectives.topology import Topology
 
 
@@ -64,8 +64,8 @@ def hierarchical_all_reduce(
 ) -> torch.Tensor:
     """Reduce `tensor` in place over all ranks; returns it. Blocking.
 
-    `plan` chunks all three stages (planned for the leaders' ring when omitted, with the
-    default chunk since no grant is known here). The stages are pipelined chunk by chunk:
+    `plan` chunks all three stages; pass `plan_hierarchical(...)` with the inter-site grant
+    (when omitted: the default chunk, since no grant is known here). The stages are pipelined chunk by chunk:
     they run on different process groups (the site's, the leaders'), so while the leaders
     reduce chunk i across the WAN, their sites reduce chunk i+1 and broadcast chunk i-1, and
     the slow hop is the only one the job waits on. Each group sees its operations in the same
@@ -75,7 +75,7 @@ def hierarchical_all_reduce(
     work_on = tensor if tensor.is_contiguous() else tensor.contiguous()
     flat = work_on.view(-1)
     if plan is None:
-        plan = plan_chunks(flat.numel() * flat.element_size(), None, None, len(topology.sites), limits,
+        plan = plan_hierarchical(flat.numel() * flat.element_size(), None, None, len(topology.sites), limits,
                            element_size_bytes=flat.element_size())
     chunks = chunk_views(flat, plan.chunk_bytes)
     leader = topology.leader_of(groups.rank)

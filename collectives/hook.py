@@ -12,9 +12,10 @@ step pays more than one socket round trip.
 Every rank must cut a bucket into the same chunks, or their collectives stop matching, yet
 each rank reads its own host's daemon (or its own measurements). So the ranks agree: the
 grant read at the start of step k goes into a 16-byte MIN all-reduce (slowest rate, largest
-RTT) queued ahead of step k's buckets, and the agreed grant plans step k+1. A grant change
-therefore shows in the chunks one step after it is read, and the agreement never stalls
-the backward pass.
+RTT) queued ahead of step k's buckets, and the issuer cuts step k's buckets only once that
+agreement is done (`ChunkIssuer.submit_planned`). A grant change read at a step's start
+shows in that step's chunks (a rate a step's own buckets measured, in the next step's), and
+the backward pass never waits for the agreement: only the issuer does, for one RTT.
 """
 
 import math
@@ -56,14 +57,14 @@ class _GrantAgreement:
         self._observe = observe
         self._pending: torch.futures.Future | None = None
 
-    def start(self, local: Grant) -> None:
+    def start(self, local: Grant) -> torch.futures.Future:
         self._pending = self._issuer.submit(encode_grant(local), 16, 1, self._observe, op=dist.ReduceOp.MIN)
+        return self._pending
 
-    def take(self) -> Grant:
-        """The grant agreed last step (unknown before the first agreement)."""
-        if self._pending is None:
-            return Grant(None, None, "none")
-        return decode_grant(self._pending.wait())
+    @staticmethod
+    def take(pending: torch.futures.Future) -> Grant:
+        """The grant `pending` agreed on (call once it is done)."""
+        return decode_grant(pending.wait())
 
 
 class AdaptiveState:
@@ -97,43 +98,50 @@ class AdaptiveState:
         self.world_size = dist.get_world_size(process_group)
         self._issuer = ChunkIssuer(process_group)
         self._agreement = _GrantAgreement(self._issuer, self._observe)
+        self._agreeing: torch.futures.Future | None = None
 
     @property
     def history(self) -> list[CollectiveRecord]:
         return self.log.recent()
 
-    def begin_step(self) -> bool:
-        """Ship last step's telemetry, re-plan from the agreed grant, start agreeing on this
-        step's; True when plans changed."""
+    def begin_step(self) -> None:
+        """Ship last step's telemetry, read this step's grant and start agreeing on it."""
         self.step += 1
         if self.telemetry_sink is not None:
             self.telemetry_sink.post(self.log.drain_pending())
-        if self.world_size > 1:
-            agreed = self._agreement.take()
-            self.grant = self.grant_source.current()
-            self._agreement.start(self.grant)
-        else:
-            self.grant = agreed = self.grant_source.current()
-        return self.replanner.begin_step(self.step, agreed.rate_bps, agreed.rtt_s)
+        self.grant = self.grant_source.current()
+        self._agreeing = self._agreement.start(self.grant) if self.world_size > 1 else None
 
-    def plan_for(self, tensor: torch.Tensor) -> ChunkPlan:
-        size = tensor.numel() * tensor.element_size()
-        return self.replanner.plan(size, self.world_size, tensor.element_size())
+    def _plan(self, step: int, size_bytes: int, element_size_bytes: int,
+              agreeing: torch.futures.Future | None) -> ChunkPlan:
+        """On the issuer thread, once `agreeing` is done: the plan for one of `step`'s buckets."""
+        agreed = self.grant if agreeing is None else self._agreement.take(agreeing)
+        self.replanner.begin_step(step, agreed.rate_bps, agreed.rtt_s)
+        return self.replanner.plan(size_bytes, self.world_size, element_size_bytes)
 
-    def all_reduce(self, flat: torch.Tensor, plan: ChunkPlan) -> torch.futures.Future:
-        """Start reducing `flat` in place; the future resolves to it."""
-        step, grant_bps = self.step, self.replanner.rate_bps
+    def all_reduce(self, flat: torch.Tensor) -> torch.futures.Future:
+        """Start reducing `flat` in place, cut by this step's agreed grant; the future
+        resolves to it."""
+        step, agreeing = self.step, self._agreeing
+        size, element = flat.numel() * flat.element_size(), flat.element_size()
+        planned: list[int | None] = [None]
+
+        def plan() -> tuple[int, int]:
+            chunk_plan = self._plan(step, size, element, agreeing)
+            planned[0] = self.replanner.rate_bps
+            return chunk_plan.chunk_bytes, chunk_plan.in_flight
 
         def record(timing: JobTiming) -> None:
             self.log.add(CollectiveRecord(self.job, OP_NAME, timing.size_bytes, timing.duration_s,
-                                          plan.chunk_bytes, grant_bps, self.rank, step))
+                                          timing.chunk_bytes, planned[0], self.rank, step))
             self._observe(timing)
 
-        return self._issuer.submit(flat, plan.chunk_bytes, plan.in_flight, record)
+        return self._issuer.submit_planned(flat, plan, agreeing, record)
 
     def _observe(self, timing: JobTiming) -> None:
         if isinstance(self.grant_source, CollectiveObserver):
-            self.grant_source.observe(timing.size_bytes, timing.duration_s, self.world_size)
+            self.grant_source.observe(timing.size_bytes, timing.duration_s, self.world_size,
+                                      timing.chunk_bytes or None)
 
     def close(self) -> None:
         """Stop the issuer thread, ship what telemetry is left, let go of the daemon."""
@@ -155,4 +163,4 @@ def adaptive_allreduce_hook(state: AdaptiveState,
         state.begin_step()
     buffer = bucket.buffer()
     buffer.div_(state.world_size)
-    return state.all_reduce(buffer, state.plan_for(buffer))
+    return state.all_reduce(buffer)

@@ -6,6 +6,11 @@ threads, so two ranks could interleave two buckets' chunks in different orders, 
 collectives are matched by the order they are issued in. One issuer thread per process group,
 fed buckets in the order DDP hands them over (the same on every rank), keeps that order.
 
+A bucket may also be cut late (`submit_planned`): the issuer asks for its plan only when the
+bucket reaches the head of the queue and a future it depends on (this step's grant agreement,
+queued ahead of it) is done, so a step's chunks follow the grant agreed at that step's start
+without the backward pass ever waiting for the agreement.
+
 The group must not see other collectives while buckets are in flight; DDP guarantees this
 between the first bucket of a backward pass and the wait on the last one.
 """
@@ -33,6 +38,7 @@ class JobTiming:
     size_bytes: int
     started_s: float
     finished_s: float
+    chunk_bytes: int = 0
 
     @property
     def duration_s(self) -> float:
@@ -47,6 +53,9 @@ class _Job:
     op: dist.ReduceOp
     future: torch.futures.Future
     on_done: Callable[[JobTiming], None] | None
+    chunk_bytes: int = 0
+    plan: Callable[[], tuple[int, int]] | None = None
+    after: torch.futures.Future | None = None
     issued: int = 0
     completed: int = 0
     started_s: float = 0.0
@@ -69,10 +78,23 @@ class ChunkIssuer:
         """Reduce the 1-D `flat` in place; the future resolves to `flat` when all chunks are done."""
         future: torch.futures.Future = torch.futures.Future()
         chunks = chunk_views(flat, chunk_bytes)
-        job = _Job(flat, chunks, max(1, in_flight), op, future, on_done)
+        job = _Job(flat, chunks, max(1, in_flight), op, future, on_done, chunk_bytes)
         if not chunks:
             self._finish(job, time.monotonic())
             return future
+        self._ensure_thread()
+        self._queue.put(job)
+        return future
+
+    def submit_planned(self, flat: torch.Tensor, plan: Callable[[], tuple[int, int]],
+                       after: torch.futures.Future | None = None,
+                       on_done: Callable[[JobTiming], None] | None = None,
+                       op: dist.ReduceOp = dist.ReduceOp.SUM) -> torch.futures.Future:
+        """Like `submit`, but `plan()` -> (chunk_bytes, in_flight) runs on the issuer thread
+        once `after` (a future of an earlier submission) is done. Every rank must get the same
+        plan: it may depend only on what all ranks agreed on."""
+        future: torch.futures.Future = torch.futures.Future()
+        job = _Job(flat, [], 1, op, future, on_done, plan=plan, after=after)
         self._ensure_thread()
         self._queue.put(job)
         return future
@@ -118,21 +140,43 @@ class ChunkIssuer:
                         waiting.append(item)
             except queue.Empty:
                 pass
-            if waiting and len(in_flight) < waiting[0].in_flight:
+            if waiting and waiting[0].plan is not None:
+                if waiting[0].after is not None and not waiting[0].after.done() and in_flight:
+                    self._retire(in_flight)        # what it waits for is among them
+                    continue
+                self._cut(waiting[0])
+                if not waiting[0].chunks:
+                    self._finish(waiting.popleft(), time.monotonic())
+                    continue
+            if waiting and waiting[0].plan is None and len(in_flight) < waiting[0].in_flight:
                 job = waiting[0]
                 self._issue(job, in_flight)
                 if job.issued == len(job.chunks):
                     waiting.popleft()
                 continue
             if in_flight:
-                work, job = in_flight.popleft()
-                try:
-                    work.wait()
-                except Exception as exc:  # a lost peer: fail this bucket, DDP re-raises it
-                    job.error = job.error or exc
-                job.completed += 1
-                if job.completed == len(job.chunks):
-                    self._finish(job, time.monotonic())
+                self._retire(in_flight)
+
+    def _retire(self, in_flight: deque[tuple[dist.Work, _Job]]) -> None:
+        work, job = in_flight.popleft()
+        try:
+            work.wait()
+        except Exception as exc:  # a lost peer: fail this bucket, DDP re-raises it
+            job.error = job.error or exc
+        job.completed += 1
+        if job.completed == len(job.chunks):
+            self._finish(job, time.monotonic())
+
+    @staticmethod
+    def _cut(job: _Job) -> None:
+        plan, job.plan = job.plan, None
+        try:
+            job.chunk_bytes, in_flight = plan()
+        except Exception as exc:  # e.g. the agreement it waited for failed: fail this bucket
+            job.error = exc
+            return
+        job.in_flight = max(1, in_flight)
+        job.chunks = chunk_views(job.flat, job.chunk_bytes)
 
     def _issue(self, job: _Job, in_flight: deque) -> None:
         chunk = job.chunks[job.issued]
@@ -156,7 +200,8 @@ class ChunkIssuer:
             return
         if job.on_done is not None:
             try:
-                job.on_done(JobTiming(job.flat.numel() * job.flat.element_size(), job.started_s or now, now))
+                job.on_done(JobTiming(job.flat.numel() * job.flat.element_size(), job.started_s or now, now,
+                                      job.chunk_bytes))
             except Exception:
                 log.exception("telemetry callback failed")
         job.future.set_result(job.flat)

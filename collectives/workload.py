@@ -7,7 +7,9 @@ multi-host checks, on whatever network the ranks sit on. Modes:
   adaptive   DDP with `adaptive_allreduce_hook` (qosd's grants, or its own measurements)
   fixed      DDP with the hook pinned to `--chunk-bytes` (the static-chunk baselines)
   flat       `dist.all_reduce` of a `--tensor-bytes` tensor per step
-  hier       `hierarchical_all_reduce` of the same, sites from `--sites a,a,b,b`
+  hier       `hierarchical_all_reduce` of the same, sites from `--sites a,a,b,b`; chunks from
+             `--chunk-bytes`, else planned (`plan_hierarchical`) from the inter-site grant
+             `--inter-rate-bps` / `--inter-rtt-s` (what qosd would grant the leaders' link)
   check      exactness across the real network: hooked DDP == plain DDP, chunked == Gloo
 
 Bounded by `--seconds` and `--max-steps`; all ranks stop after the same step (a one-element
@@ -35,7 +37,7 @@ from collectives.chunked import chunked_all_reduce
 from collectives.grant import FixedGrantSource
 from collectives.hierarchical import HierarchyGroups, hierarchical_all_reduce
 from collectives.hook import AdaptiveState, adaptive_allreduce_hook
-from collectives.planner import KIB, ChunkLimits, ChunkPlan
+from collectives.planner import KIB, ChunkLimits, ChunkPlan, plan_hierarchical
 from collectives.topology import Topology
 
 MODES = ("ddp", "adaptive", "fixed", "flat", "hier", "check")
@@ -58,7 +60,7 @@ def hooked(model: torch.nn.Module, args: argparse.Namespace) -> tuple[DDP, Adapt
     if args.mode == "ddp":
         return ddp, None
     if args.mode == "fixed":
-        chunk = args.chunk_bytes
+        chunk = args.chunk_bytes or 1024 * KIB
         limits = ChunkLimits(min_chunk_bytes=chunk, max_chunk_bytes=chunk, default_chunk_bytes=chunk)
         state = AdaptiveState(limits=limits, job="workload", grant_source=FixedGrantSource())
     else:
@@ -127,10 +129,13 @@ def prepare_reduce(args: argparse.Namespace) -> Job:
     else:
         topology = Topology.from_mapping(args.sites.split(","))
         groups = HierarchyGroups.create(topology)
-        plan = ChunkPlan(args.chunk_bytes, 2, 0)
+        size = tensor.numel() * tensor.element_size()
+        plan = (ChunkPlan(args.chunk_bytes, 2, 0) if args.chunk_bytes else
+                plan_hierarchical(size, args.inter_rate_bps, args.inter_rtt_s, len(topology.sites)))
 
         def step() -> None:
             hierarchical_all_reduce(tensor, topology, groups, plan=plan)
+        return Job(step, lambda: {"tensor_bytes": tensor.numel() * 4, "chunk_bytes": plan.chunk_bytes})
     return Job(step, lambda: {"tensor_bytes": tensor.numel() * 4})
 
 
@@ -170,7 +175,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--master", required=True, help="ADDR:PORT of rank 0's rendezvous")
     parser.add_argument("--params", type=int, default=10_000_000)
     parser.add_argument("--bucket-mb", type=float, default=25.0)
-    parser.add_argument("--chunk-bytes", type=int, default=1024 * KIB)
+    parser.add_argument("--chunk-bytes", type=int, help="fixed: the chunk (1 MiB); hier: overrides the plan")
+    parser.add_argument("--inter-rate-bps", type=int, help="hier: the inter-site link's grant")
+    parser.add_argument("--inter-rtt-s", type=float, help="hier: the inter-site RTT")
     parser.add_argument("--tensor-bytes", type=int, default=16 * 1024 * KIB)
     parser.add_argument("--sites", help="site name per rank, comma-separated (hier)")
     parser.add_argument("--socket", help="qosd socket (default: $QOSD_SOCKET or /run/qosd/qosd.sock)")

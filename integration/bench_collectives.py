@@ -8,7 +8,8 @@ whose rate changes, and does the hierarchical all-reduce beat the flat ring acro
    to 64 KiB / 1 MiB / 25 MiB chunks. Figure: mean step time over the same rate schedule.
 2. Two sites of two hosts on one router, 1 gbit/s to each host, and between the sites a delay
    line of 50 ms RTT at 50 mbit/s each way; a 16 MB all-reduce, flat (Gloo's ring, ranks site
-   by site) vs hierarchical.
+   by site) vs hierarchical, its chunks planned (`plan_hierarchical`) from the inter-site grant
+   the daemon would give (the delay line's rate and RTT).
 
 Every figure is a ratio against a baseline run in the same session on the same testbed.
 """
@@ -142,10 +143,11 @@ def sites_runs() -> dict[str, Run]:
         tb.wan(r, site_a, site_b, WanSpec.from_rtt(WAN_RTT_S, rate_bps=SITE_INTER_BPS, limit_bytes=FIFO_BYTES))
         hosts = [*site_a, *site_b]
         hosts[0].run(["ping", "-c", "1", "-W", "2", hosts[-1].addr])
-        common = ["--tensor-bytes", str(TENSOR_BYTES), "--chunk-bytes", str(1024 * 1024)]
+        common = ["--tensor-bytes", str(TENSOR_BYTES)]
+        grant = ["--inter-rate-bps", str(SITE_INTER_BPS), "--inter-rtt-s", str(WAN_RTT_S)]
         return {
             "flat": run_workload(hosts, ["--mode", "flat", *common], HIER_SECONDS),
-            "hier": run_workload(hosts, ["--mode", "hier", "--sites", "a,a,b,b", *common], HIER_SECONDS),
+            "hier": run_workload(hosts, ["--mode", "hier", "--sites", "a,a,b,b", *common, *grant], HIER_SECONDS),
         }
 
 
@@ -182,7 +184,10 @@ def _target_lines(results: dict[str, tuple[Run, list[float]]]) -> list[BenchLine
     vs_worst = faster_ratio(ours, worst.mean_step_s())
     return [
         BenchLine("collectives: adaptive vs the best fixed chunk size, worst rate level",
-                  slowest, 1.0, "x of best", slowest, "<= 1.05x at every rate level",
+                  slowest, 1.0, "x of best", slowest,
+                  "<= 1.05x at every rate level" + ("" if slowest <= 1.05 else
+                  "; MISS: a level is 2-4 steps; since chunks cover ten RTTs the worst level is the"
+                  " first (200 mbit), whose steps are planned from the warm-up's measurements"),
                   slowest <= 1.05),
         BenchLine(f"collectives: adaptive vs the worst fixed chunk size ({worst_name})",
                   ours, worst.mean_step_s(), "s", vs_worst, ">= 1.2x faster", vs_worst >= 1.2),
@@ -199,7 +204,10 @@ def sites_lines(results: dict[str, Run]) -> list[BenchLine]:
     ratio = faster_ratio(ours, theirs)
     return [BenchLine("collectives: hierarchical vs flat all-reduce, 16 MB, 2 sites x 2 hosts, "
                       f"1 gbit intra / 50 mbit {WAN_RTT_S * 1e3:g} ms RTT inter", ours, theirs, "s", ratio,
-                      ">= 1.3x faster (ring bytes over the inter-site hop: 1.5x)", ratio >= 1.3)]
+                      ">= 1.3x faster (ring bytes over the inter-site hop: 1.5x)" + ("" if ratio >= 1.3 else
+                      "; MISS: each leader chunk pays about one inter-site RTT on top of its wire"
+                      " time, and the in-site reduce and broadcast fill and drain the pipeline"),
+                      ratio >= 1.3)]
 
 
 def run() -> list[BenchLine]:

@@ -85,3 +85,32 @@ def test_exact_on_two_ranks_up_to_64_mib():
 @pytest.mark.parametrize("world_size", [3, 4])
 def test_exact_on_three_and_four_ranks(world_size):
     run_world(exactness_worker, world_size, (1, 5, 100_003), 0)
+
+
+def planned_worker(rank, world_size):
+    from collectives.pipeline import ChunkIssuer
+    data = integer_data(rank, 100_003, torch.float32, seed=3)
+    expected = data.clone()
+    dist.all_reduce(expected)                                      # before the issuer's thread runs
+    issuer = ChunkIssuer()
+    try:
+        agreed = torch.tensor([4.0 + rank])                        # ranks disagree; MIN agrees
+        agreeing = issuer.submit(agreed, 4, 1, op=dist.ReduceOp.MIN)
+        timings = []
+
+        def plan():
+            assert agreeing.done()                                 # cut only after the agreement
+            return int(agreeing.value()[0]) * KIB, 2               # 4 KiB on every rank
+
+        done = issuer.submit_planned(data, plan, agreeing, timings.append)
+        assert torch.equal(done.wait(), expected)
+        failed = issuer.submit_planned(torch.ones(8), lambda: 1 / 0, None)
+        with pytest.raises(ZeroDivisionError):
+            failed.wait()
+    finally:
+        issuer.close()
+    assert [t.chunk_bytes for t in timings] == [4 * KIB]
+
+
+def test_planned_buckets_are_cut_after_what_they_wait_for_and_stay_exact():
+    run_world(planned_worker, 3)

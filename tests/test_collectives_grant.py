@@ -152,7 +152,7 @@ def test_client_pipelines_calls_and_reports_errors_per_call(daemon):
 
 
 def test_measured_source_converts_to_bus_bandwidth_and_smooths():
-    source = MeasuredGrantSource(alpha=0.5, min_sample_bytes=1024, max_rtt_sample_bytes=64)
+    source = MeasuredGrantSource(alpha=0.5, alpha_up=0.5, min_sample_bytes=1024, max_rtt_sample_bytes=64)
     assert source.current() == Grant(None, None, "measured")
     source.observe(1_000_000, 0.1, 2)                  # 80 mbit/s, ring factor 1
     assert source.current().rate_bps == 80_000_000
@@ -166,6 +166,18 @@ def test_measured_source_converts_to_bus_bandwidth_and_smooths():
     source.observe(1_000_000, 0.0, 2)
     source.observe(1_000_000, 0.1, 1)
     assert source.current().rate_bps == 100_000_000
+
+
+def test_measured_source_takes_the_chunks_latency_off_and_rises_at_once():
+    source = MeasuredGrantSource(alpha=0.5, min_sample_bytes=1024, max_rtt_sample_bytes=64)
+    source.seed(rate_bps=50_000_000, rtt_s=0.050)
+    # 4 chunks of 625 kB on a 100 mbit/s link: 4 x 50 ms wire + 4 x 50 ms latency = 0.4 s
+    source.observe(2_500_000, 0.4, 2, chunk_bytes=625_000)
+    assert source.current().rate_bps == 100_000_000
+    source.observe(2_500_000, 0.4, 2)                  # chunking unknown: taken as it came, a fall
+    assert source.current().rate_bps == 75_000_000
+    source.observe(2_500_000, 0.21, 2, chunk_bytes=625_000)   # latency beyond the duration: capped
+    assert source.current().rate_bps == pytest.approx(2_500_000 * 8 / (0.25 * 0.21), rel=1e-6)
 
 
 def test_measured_source_seeded_by_a_probe():

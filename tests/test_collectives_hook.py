@@ -75,9 +75,9 @@ def grant_change_worker(rank, world_size):
     old = plan_chunks(size, 800 * KBIT, None, world_size, LIMITS).chunk_bytes
     new = plan_chunks(size, 200 * KBIT, None, world_size, LIMITS).chunk_bytes
     assert old == 2000 and new == 500
-    # step k plans with the grant agreed during step k-1
-    assert [by_step[s].chunk_bytes for s in range(6)] == [LIMITS.default_chunk_bytes, old, old, old, new, new]
-    assert [by_step[s].grant_bps for s in range(6)] == [None] + [800 * KBIT] * 3 + [200 * KBIT] * 2
+    # step k's buckets are cut by the grant read and agreed at step k's start
+    assert [by_step[s].chunk_bytes for s in range(6)] == [old, old, old, new, new, new]
+    assert [by_step[s].grant_bps for s in range(6)] == [800 * KBIT] * 3 + [200 * KBIT] * 3
     assert state.replanner.replans == 2
 
 
@@ -93,7 +93,7 @@ def without_daemon_worker(rank, world_size, socket_path):
     state = AdaptiveState(socket_path=socket_path)             # nothing listens there
     by_step = run_steps(state, DDP(torch.nn.Linear(256, 512)), steps=4)   # one 514 KiB bucket
     assert (by_step[0].grant_bps, by_step[0].chunk_bytes) == (None, MIB)
-    assert by_step[2].grant_bps > 0 and by_step[3].grant_bps > 0          # measured from steps 0-1
+    assert by_step[1].grant_bps > 0 and by_step[3].grant_bps > 0          # measured from step 0 on
     plan = plan_chunks(by_step[3].size_bytes, by_step[3].grant_bps, None, world_size)
     assert by_step[3].chunk_bytes == plan.chunk_bytes
 
@@ -101,7 +101,7 @@ def without_daemon_worker(rank, world_size, socket_path):
 def with_daemon_worker(rank, world_size, socket_path):
     state = AdaptiveState(socket_path=socket_path, job="fake")
     by_step = run_steps(state, DDP(torch.nn.Linear(32, 8)), steps=3)
-    assert [by_step[s].grant_bps for s in range(3)] == [None, 80_000_000, 80_000_000]
+    assert [by_step[s].grant_bps for s in range(3)] == [80_000_000] * 3
 
 
 def test_works_without_a_daemon_from_its_own_measurements(tmp_path):

@@ -46,11 +46,10 @@ def test_chunk_aligned_to_element_size():
 
 def test_long_paths_get_chunks_that_cover_the_ring_latency():
     plan = plan_chunks(100 * MIB, 100 * MBIT, 0.050, 2)
-    # 100 ms of wire time, twice the RTT a 2-rank ring waits per chunk: with Gloo's two
-    # collectives at a time, one chunk is on the wire while the other waits
-    assert (plan.chunk_bytes, plan.in_flight) == (1_250_000, 2)
+    # 500 ms of wire time: the RTT a 2-rank ring waits per chunk adds a tenth
+    assert (plan.chunk_bytes, plan.in_flight) == (6_250_000, 2)
     deep = plan_chunks(100 * MIB, 100 * MBIT, 0.050, 4)
-    assert deep.chunk_bytes == 2_500_000       # 2 x 3 RTTs of wire time over 1.5x bus bytes
+    assert deep.chunk_bytes == 12_500_000      # 3 RTTs / 0.1 of wire time over 1.5x bus bytes
 
 
 def test_in_flight_covers_bandwidth_delay_product_when_chunks_hit_their_cap():
@@ -119,4 +118,24 @@ def test_replanner_ignores_rtt_jitter_below_floor_but_follows_real_changes():
     replanner.begin_step(0, 100 * MBIT, 0.0001)
     assert not replanner.begin_step(1, 100 * MBIT, 0.0004)   # 4x, but 0.3 ms of jitter
     assert replanner.begin_step(2, 100 * MBIT, 0.040)
-    assert replanner.plan(100 * MIB, 2).chunk_bytes == 1_000_000  # 80 ms of wire time: two RTTs
+    assert replanner.plan(100 * MIB, 2).chunk_bytes == 5_000_000  # 400 ms of wire time: ten RTTs
+
+
+def test_hierarchical_chunks_make_the_inter_site_rtt_a_tenth_of_wire_time():
+    from collectives.planner import LATENCY_SHARE, plan_hierarchical
+    plan = plan_hierarchical(16 * MIB, 50 * MBIT, 0.050, 2)
+    wire_s = plan.chunk_bytes * 8 / (50 * MBIT)
+    assert 0.050 <= LATENCY_SHARE * wire_s * 1.001
+    assert plan == plan_chunks(16 * MIB, 50 * MBIT, 0.050, 2)
+    assert plan.n_chunks >= 4 and plan.in_flight == 2
+
+
+def test_hierarchical_chunks_keep_enough_chunks_to_pipeline_the_sites():
+    from collectives.planner import HIER_MIN_CHUNKS, plan_hierarchical
+    plan = plan_hierarchical(16 * MIB, 50 * MBIT, 0.100, 2)
+    assert plan.n_chunks == HIER_MIN_CHUNKS
+
+
+def test_hierarchical_without_a_grant_plans_like_the_ring():
+    from collectives.planner import plan_hierarchical
+    assert plan_hierarchical(16 * MIB, None, 0.05, 2) == plan_chunks(16 * MIB, None, 0.05, 2)
