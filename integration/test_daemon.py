@@ -188,6 +188,7 @@ def test_drift_is_repaired_from_the_kernel_within_two_seconds(testbed, tmp_path)
         _until(lambda: "interface-recreated" in str(client.call("status")["repairs"]), 2)
         status = client.call("status")
         ping = h.run(["ping", "-c", "2", "-W", "1", "-i", "0.2", s.addr], check=False)
+        offload = h.run(["ethtool", "-k", "eth0"]).stdout
     finally:
         code, err = stop_daemon(proc)
         reflector.kill()
@@ -199,6 +200,7 @@ def test_drift_is_repaired_from_the_kernel_within_two_seconds(testbed, tmp_path)
     causes = [r["cause"] for r in status["repairs"]]
     assert causes.count("tree-changed") >= 2 and "interface-recreated" in causes, status["repairs"]
     assert status["state"] == "running" and ping.returncode == 0
+    assert "tcp-segmentation-offload: off" in offload, offload    # split again on the new device
     assert err.count("eth0 disappeared") == 1, err
     assert "Traceback" not in err and code == 0, err
 

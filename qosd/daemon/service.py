@@ -516,6 +516,8 @@ class Daemon:
         """The device is new (a new ifindex): its tree, and its IFB's name, start over."""
         old_ifb = f"{IFB_PREFIX}{self._ifindex}" if self._ifindex is not None else None
         tree, ops = self._apply_static(self.policy)
+        self._segmented = None          # the old device took its offload settings with it
+        self._split_segmentation(self.policy.interface)
         assert self.loop_ is not None
         self.loop_.reload(self.policy, tree)
         self._ifindex = self.shaper.kernel.ifindex(self.policy.interface)

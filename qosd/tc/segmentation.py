@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 SEGMENTATION_FEATURES = ("tx-generic-segmentation", "tx-tcp-segmentation",
                          "tx-tcp-ecn-segmentation", "tx-tcp-mangleid-segmentation",
-                         "tx-tcp6-segmentation")
+                         "tx-tcp6-segmentation", "tx-tcp-accecn-segmentation")
 
 
 def _set(ifname: str, names: tuple[str, ...], enable: bool) -> tuple[str, ...]:
