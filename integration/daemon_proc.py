@@ -47,3 +47,14 @@ def stop_daemon(proc: subprocess.Popen, timeout_s: float = 15) -> tuple[int, str
         proc.kill()
         _, err = proc.communicate()
     return proc.returncode, err
+
+
+def wait_for(predicate, timeout_s: float, what: str):
+    """Poll a daemon-side condition; its truthy value, or a failure naming `what`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -6,7 +6,7 @@ import json
 import sys
 import time
 
-from integration.daemon_proc import start_daemon, stop_daemon
+from integration.daemon_proc import start_daemon, stop_daemon, wait_for
 from qosd.api.client import ApiClient
 
 POLICY = """\
@@ -25,16 +25,6 @@ PORT = 7000          # matches no static rule: without its owner it would be `ot
 SECONDS = 3.0
 
 
-def _wait(predicate, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_a_process_rule_puts_an_unmatched_port_in_compute_and_removes_its_filter(testbed, tmp_path):
     h, s = testbed.host("h"), testbed.host("s")
     testbed.connect(h, s)
@@ -51,12 +41,12 @@ def test_a_process_rule_puts_an_unmatched_port_in_compute_and_removes_its_filter
         # `exec -a trainer` gives the sender the command line an ML job would have.
         sender = h.popen(["bash", "-c", f"exec -a trainer {sys.executable} -m integration.traffic send "
                           f"--dst {s.addr} --port {PORT} --seconds {SECONDS}"])
-        flow = _wait(lambda: [f for f in api.call("flows")["flows"] if f["dport"] == PORT],
+        flow = wait_for(lambda: [f for f in api.call("flows")["flows"] if f["dport"] == PORT],
                      10, "the daemon to see the trainer's flow")[0]
         classified_s = time.monotonic()
         assert flow["class"] == "compute" and flow["via"] == "owner", flow
         assert "trainer" in flow["cmdline"]
-        _wait(lambda: f"flow:{s.addr}" in api.call("status")["peers"], 5,
+        wait_for(lambda: f"flow:{s.addr}" in api.call("status")["peers"], 5,
               "the trainer's peer to be learned from its flow and probed")
         sent = json.loads(sender.communicate(timeout=SECONDS + 20)[0].strip().splitlines()[-1])["sent"]
         accepted_s = json.loads(receiver.communicate(timeout=20)[0].strip().splitlines()[-1])["accepted_s"]
@@ -72,7 +62,7 @@ def test_a_process_rule_puts_an_unmatched_port_in_compute_and_removes_its_filter
         # handshake and at most a few control intervals), not the transfer.
         assert compute_bytes >= 0.9 * sent, (compute_bytes, other_bytes, sent)
         assert other_bytes <= 0.1 * sent, (compute_bytes, other_bytes, sent)
-        _wait(lambda: api.call("flows")["dynamic_filters"] == 0, 10,
+        wait_for(lambda: api.call("flows")["dynamic_filters"] == 0, 10,
               "the flow's filter to go once the connection closed")
     finally:
         code, err = stop_daemon(daemon)

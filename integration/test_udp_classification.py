@@ -9,7 +9,7 @@ import sys
 import textwrap
 import time
 
-from integration.daemon_proc import start_daemon, stop_daemon
+from integration.daemon_proc import start_daemon, stop_daemon, wait_for
 from qosd.api.client import ApiClient
 
 POLICY = """\
@@ -51,16 +51,6 @@ SENDER = textwrap.dedent("""
 """)
 
 
-def _wait(predicate, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_udp_senders_are_classified_by_owner_and_counted_in_their_class(testbed, tmp_path):
     h, s = testbed.host("h"), testbed.host("s")
     testbed.connect(h, s)
@@ -72,7 +62,7 @@ def test_udp_senders_are_classified_by_owner_and_counted_in_their_class(testbed,
     try:
         # "running" comes with the tree installed, before the first tick has read its
         # counters: until then status has no classes.
-        before = _wait(lambda: api.call("status")["classes"], 5, "the first tick's counters")
+        before = wait_for(lambda: api.call("status")["classes"], 5, "the first tick's counters")
         senders = {mode: h.popen(["bash", "-c", f"exec -a p2pnode {sys.executable} -c '{SENDER}' "
                                                 f"{dst} {PORT} {mode} {SECONDS}"])
                    for mode, dst in (("sendto", s.addr), ("connect", s.addr6))}
@@ -84,7 +74,7 @@ def test_udp_senders_are_classified_by_owner_and_counted_in_their_class(testbed,
                      and f["class"] == "p2p"]
             return flows if len(flows) == 2 else None
 
-        flows = _wait(udp_flows, 10, "the daemon to classify both UDP senders")
+        flows = wait_for(udp_flows, 10, "the daemon to classify both UDP senders")
         classified_s = time.monotonic()
         by_state = {f["state"]: f for f in flows}
         assert by_state["unconnected"]["dport"] == 0 and by_state["unconnected"]["via"] == "owner"
@@ -104,7 +94,7 @@ def test_udp_senders_are_classified_by_owner_and_counted_in_their_class(testbed,
         # Datagrams sent before the filters existed rode in `other`: a sliver, not the flow.
         assert p2p >= 0.8 * sent, (p2p, other, sent)
         assert other <= 0.2 * sent, (p2p, other, sent)
-        _wait(lambda: api.call("flows")["dynamic_filters"] == 0, 10,
+        wait_for(lambda: api.call("flows")["dynamic_filters"] == 0, 10,
               "the UDP filters to go once the sockets closed")
     finally:
         code, err = stop_daemon(daemon)
