@@ -216,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         starts, durations = timed_steps(job.step, args.seconds, args.max_steps)
         result = {"rank": args.rank, "world": args.world, "mode": mode, "step_start_s": starts,
                   "step_s": durations, **job.report()}
+    dist.barrier()       # no rank tears gloo down while a peer's last collective is in flight
     dist.destroy_process_group()
     print(json.dumps(result), flush=True)
     return 0
