@@ -39,7 +39,6 @@ from integration.testbed import Host, Iface, Testbed, TestbedError
 
 MODES = ("alone", "fifo", "delay", "site")
 SITE_KEY = "site-key-for-the-namespace-testbed-only"
-GOODPUT_PER_LINK_BIT = 1448 / 1514
 PROBE_INTERVAL_S = 0.05
 
 
@@ -239,9 +238,15 @@ class SiteResult:
     def mean_step_s(self) -> float:
         return mean(self.step_times_s)
 
-    def free_bps(self, uplink_bps: int) -> float:
-        """What the training leaves of the uplink, in goodput."""
-        return max(1.0, uplink_bps * GOODPUT_PER_LINK_BIT - self.compute_rate_bps)
+    @property
+    def carried_bps(self) -> float:
+        """What the uplink carried, as the core's counters count it; under FIFO, its capacity
+        (the counters count neither goodput nor what the edge's HTB counts)."""
+        return self.disk_rate_bps + self.compute_rate_bps
+
+    def free_bps(self, capacity_bps: float) -> float:
+        """What the training leaves of the uplink's `capacity_bps`, in the counters' units."""
+        return max(1.0, capacity_bps - self.compute_rate_bps)
 
     def delay_percentile_s(self, q: float) -> float:
         return percentile(self.queue_delays_s, q) if self.queue_delays_s else 0.0
