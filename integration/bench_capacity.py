@@ -129,8 +129,8 @@ def _step_lines(r: Mapping[str, ModeResult], cfg: ScenarioConfig) -> list[BenchL
 
 def utilisation(r: ModeResult, from_s: float) -> float:
     """What the router's counters read over the scheduled capacity, from `from_s` to the end
-    of compute. They count neither goodput nor HTB's bits, so a run is judged against FIFO's
-    figure from the same run: FIFO keeps the link full."""
+    of compute. A run is judged against FIFO's figure from the same run (FIFO keeps the link
+    full), not against an assumed 1.0."""
     slices = [s for s in r.timeline if from_s <= s.t_s < r.window_s - 0.5]
     if not slices:
         return math.nan

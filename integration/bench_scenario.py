@@ -30,9 +30,10 @@ SECONDS = 15.0
 SHORT_SECONDS = 10.0
 UPSTREAM_BPS = 60_000_000
 DISK_GUARANTEE_FRAC = 0.10          # the scenario policy's disk guarantee
-# Rates are the router's interface counters, which count neither goodput nor what its HTB
-# counts (a 20 mbit HTB read 19.6 mbit there, 19.2 of goodput): so the link's capacity is
-# measured in the same counters, by the FIFO run that keeps it full (`link_capacity_bps`).
+# Rates are the router's interface counters behind the bottleneck: frames, as its HTB counts
+# them (the testbed's bottleneck segments), not goodput. The capacity they are judged against
+# is what the FIFO run, which keeps the link full, carried in the same counters in the same
+# run (`link_capacity_bps`), not a nominal rate times a conversion factor.
 
 
 def configs() -> dict[str, ScenarioConfig]:

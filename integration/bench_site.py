@@ -6,8 +6,8 @@ a 1 MB router buffer, the disk hosts' policies giving the LAN's 1 gbit. Each run
 training alone, with FIFO uploads, with qosd's delay-based yielding on the disk hosts only,
 and with the site channel on every host, all in one run on one testbed. Ratios are against
 the training alone measured in the same run; disk throughput against what the training left
-free of the uplink in the same mode, the uplink's capacity being what the FIFO run carried
-(the router's counters count neither goodput nor the HTB's bits).
+free of the uplink in the same mode, the uplink's capacity being what the FIFO run carried in
+the same counters.
 """
 
 from __future__ import annotations

@@ -240,8 +240,8 @@ class SiteResult:
 
     @property
     def carried_bps(self) -> float:
-        """What the uplink carried, as the core's counters count it; under FIFO, its capacity
-        (the counters count neither goodput nor what the edge's HTB counts)."""
+        """What the uplink carried, as the core's counters count it; under FIFO, which keeps
+        it full, its capacity in those units."""
         return self.disk_rate_bps + self.compute_rate_bps
 
     def free_bps(self, capacity_bps: float) -> float:

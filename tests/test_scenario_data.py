@@ -234,8 +234,8 @@ def test_site_share_is_judged_against_what_fifo_carried_in_the_same_counters():
     def result(mode: str, step_s: float, disk_bps: float, compute_bps: float) -> SiteResult:
         return SiteResult(mode, (step_s,) * 5, disk_bps, compute_bps, ())
 
-    # the counters read FIFO's full uplink as 97.7 mbit: compute's 93.3 leaves 4.4, not the
-    # 2.3 a goodput conversion of the nominal 100 left, which made disk read 270% of it
+    # the counters read FIFO's full uplink as 97.7 mbit: compute's 93.3 leaves 4.4 (a goodput
+    # conversion of the nominal 100 left 2.3, and disk read 270% of it)
     results = {"alone": result("alone", 0.175, 0.0, 94e6),
                "fifo": result("fifo", 0.9, 80e6, 17.7e6),
                "site": result("site", 0.19, 4e6, 93.3e6)}
