@@ -171,3 +171,13 @@ class Policy:
     @property
     def default_class(self) -> TrafficClass:
         return next(c for c in self.classes if c.default)
+
+    @property
+    def compute_class(self) -> str | None:
+        """Where training jobs' members' traffic goes (`qosd.classify.members`): the class
+        named `compute`, else the first protected class (neither default nor scavenger) in
+        match order, i.e. (priority, position in the file); None when there is none."""
+        if any(c.name == "compute" for c in self.classes):
+            return "compute"
+        ranked = sorted(enumerate(self.classes), key=lambda item: (item[1].priority, item[0]))
+        return next((c.name for _, c in ranked if not c.default and not c.scavenger), None)

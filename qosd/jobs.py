@@ -33,6 +33,23 @@ class Member:
 
 
 @dataclass(frozen=True)
+class JobView:
+    """One job as the snapshot shows it: members now, and joins and leaves since the
+    daemon first heard of it."""
+
+    job: str
+    epoch: int
+    members: tuple[Member, ...]
+    joins_total: int
+    leaves_total: int
+
+    def to_json(self) -> dict:
+        return {"epoch": self.epoch, "joins_total": self.joins_total,
+                "leaves_total": self.leaves_total,
+                "members": [{"name": m.name, "address": str(m.address)} for m in self.members]}
+
+
+@dataclass(frozen=True)
 class JobChange:
     job: str
     joined: tuple[str, ...]
@@ -72,6 +89,7 @@ class JobBook:
         self._lock = threading.Lock()
         self._jobs: dict[str, tuple[int, tuple[Member, ...]]] = {}
         self._departed: set[str] = set()
+        self._counts: dict[str, tuple[int, int]] = {}     # job -> (joins, leaves)
 
     def report(self, job: str, members: Sequence[Member], epoch: int = 0) -> JobChange:
         with self._lock:
@@ -89,11 +107,28 @@ class JobBook:
             live = {str(m.address) for _, ms in self._jobs.values() for m in ms}
             gone = {str(m.address) for m in held} - live
             self._departed = (self._departed | gone) - live
-            return JobChange(job, tuple(sorted(set(new) - set(old))), tuple(sorted(set(old) - set(new))))
+            joined, left = sorted(set(new) - set(old)), sorted(set(old) - set(new))
+            if members:
+                joins, leaves = self._counts.get(job, (0, 0))
+                self._counts[job] = (joins + len(joined), leaves + len(left))
+            else:
+                self._counts.pop(job, None)
+            return JobChange(job, tuple(joined), tuple(left))
 
     def jobs(self) -> dict[str, tuple[Member, ...]]:
         with self._lock:
             return {job: members for job, (_, members) in self._jobs.items()}
+
+    def views(self) -> tuple[JobView, ...]:
+        """Every job, frozen, in name order: what a tick's snapshot carries."""
+        with self._lock:
+            return tuple(JobView(job, epoch, members, *self._counts.get(job, (0, 0)))
+                         for job, (epoch, members) in sorted(self._jobs.items()))
+
+    def addresses(self) -> frozenset[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+        """Every current member's address, whatever its job."""
+        with self._lock:
+            return frozenset(m.address for _, members in self._jobs.values() for m in members)
 
     def departed(self) -> frozenset[str]:
         with self._lock:

@@ -95,6 +95,17 @@ class SiteStats:
 
 
 @dataclass(frozen=True)
+class JobMembersStats:
+    """A training job's membership as it reports it (`job_members`); `job` is bounded by
+    the daemon's job book (64)."""
+
+    job: str
+    members: int
+    joins_total: int
+    leaves_total: int
+
+
+@dataclass(frozen=True)
 class MetricsSnapshot:
     classes: tuple[ClassStats, ...] = ()
     peers: tuple[PeerStats, ...] = ()
@@ -103,6 +114,7 @@ class MetricsSnapshot:
     collectives: tuple[CollectiveAggregate, ...] = field(default=())
     repairs: tuple[RepairCount, ...] = ()
     site: SiteStats | None = None
+    job_members: tuple[JobMembersStats, ...] = ()
 
 
 class QosdCollector(Collector):
@@ -124,7 +136,7 @@ def render(snap: MetricsSnapshot) -> list[Metric]:
     `qosd_site_*` ones whenever the daemon has a site channel)."""
     return [*_class_families(snap), *_peer_families(snap), *_path_families(snap),
             *_decision_families(snap), *_repair_families(snap), *_collective_families(snap),
-            *_step_families(snap), *_site_families(snap.site)]
+            *_step_families(snap), *_job_families(snap), *_site_families(snap.site)]
 
 
 def _site_families(site: SiteStats | None) -> list[Metric]:
@@ -270,6 +282,23 @@ def _step_families(snap: MetricsSnapshot) -> list[Metric]:
             buckets = [(_le(bound), n) for bound, n in agg.cumulative_buckets()]
             duration.add_metric([agg.job], buckets, agg.duration_sum_s)
     return [duration]
+
+
+def _job_families(snap: MetricsSnapshot) -> list[Metric]:
+    members = GaugeMetricFamily("qosd_job_members",
+                                "Members of the training job now, as it last reported them.",
+                                labels=("job",))
+    joins = CounterMetricFamily("qosd_job_joins_total",
+                                "Members that joined the job since the daemon first heard of it.",
+                                labels=("job",))
+    leaves = CounterMetricFamily("qosd_job_leaves_total",
+                                 "Members that left the job since the daemon first heard of it.",
+                                 labels=("job",))
+    for j in snap.job_members:
+        members.add_metric([j.job], j.members)
+        joins.add_metric([j.job], j.joins_total)
+        leaves.add_metric([j.job], j.leaves_total)
+    return [members, joins, leaves]
 
 
 def _le(bound: float) -> str:

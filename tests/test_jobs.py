@@ -86,7 +86,8 @@ def test_the_api_retargets_the_measured_peers_at_once_and_later_flow_passes_keep
     assert [p.name for p in paths.compute] == ["s", "job:t/r2"]          # r1 is no longer probed
     again = paths.compute_set.update(policy, (), 0.0, exclude=())          # the next flow pass
     assert [p.name for p in again] == ["s", "job:t/r2"]
-    assert handlers["jobs"]({}) == {"jobs": {"t": [{"name": "r2", "address": "198.18.1.3"}]}}
+    assert handlers["jobs"]({}) == {"jobs": {"t": [{"name": "r2", "address": "198.18.1.3"}]},
+                                    "member_class": None}
     with pytest.raises(ApiError):
         handlers["job_members"]({"job": "t", "members": [{"name": "x", "address": "bad"}]})
     assert paths.retargets == 2

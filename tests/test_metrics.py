@@ -5,8 +5,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from qosd.errors import BadInput
-from qosd.metrics import (ClassStats, DecisionCount, MetricsSnapshot, MetricsUnavailable,
-                          PeerPathStats, PeerStats, QosdCollector, RepairCount, serve_metrics)
+from qosd.metrics import (ClassStats, DecisionCount, JobMembersStats, MetricsSnapshot,
+                          MetricsUnavailable, PeerPathStats, PeerStats, QosdCollector, RepairCount, serve_metrics)
 from qosd.telemetry import TelemetryRecord, TelemetryStore
 
 # DESIGN.md, Metrics: the exposed name, its type and its label names are a contract.
@@ -28,6 +28,9 @@ CONTRACT = {
     "qosd_peers_unmeasured": ("gauge", {"role"}),
     "qosd_step_duration_seconds": ("histogram", {"job"}),
     "qosd_tree_repairs": ("counter", {"interface", "cause"}),
+    "qosd_job_members": ("gauge", {"job"}),
+    "qosd_job_joins": ("counter", {"job"}),
+    "qosd_job_leaves": ("counter", {"job"}),
 }
 
 
@@ -50,6 +53,7 @@ def snapshot() -> MetricsSnapshot:
         decisions=(DecisionCount("disk", "queue-delay", 12), DecisionCount("compute", "idle", 3)),
         collectives=store.aggregates(),
         repairs=(RepairCount("veth0", "interface-recreated", 1),),
+        job_members=(JobMembersStats("train", 3, 5, 2),),
     )
 
 
@@ -117,6 +121,9 @@ def test_collective_histogram_buckets_are_cumulative():
     assert value(families, hist, f"{hist}_sum") == pytest.approx(0.004 + 0.18 + 0.22 + 7.0)
     assert value(families, "qosd_collective_bytes", "qosd_collective_bytes_total",
                  job="train", op="all_reduce") == 8_000_000
+    assert value(families, "qosd_job_members", "qosd_job_members", job="train") == 3
+    assert value(families, "qosd_job_joins", "qosd_job_joins_total", job="train") == 5
+    assert value(families, "qosd_job_leaves", "qosd_job_leaves_total", job="train") == 2
 
 
 def test_empty_snapshot_still_declares_every_family():

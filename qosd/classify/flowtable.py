@@ -6,7 +6,10 @@ Pure: the caller brings the samples (`qosd.measure.sockdiag`) and the owners
 
   1. its owning pid is registered through the API (`register`): that class;
   2. a policy rule matches with the owner known (process/uid/cgroup keys can match);
-  3. otherwise the static rules alone, which is also where the kernel puts it without help.
+  3. otherwise the static rules alone, which is also where the kernel puts it without help;
+     a flow they leave to the default class whose far end is a job's member goes to the
+     member class (`qosd.classify.members`: the kernel's member filters come after the
+     static ones, before the default).
 
 When 1 or 2 gives a class other than 3, the flow needs an exact filter
 (`qosd.classify.dynamic`). Loopback flows never cross a shaped interface, so they are
@@ -30,6 +33,7 @@ from typing import Any, Iterable, Literal, Mapping, NamedTuple
 from policies.flowmatch import FlowKey, OwnerInfo
 from policies.model import IPAddress
 from qosd.classify.dynamic import DynamicFilterBook, DynamicPlan, FiveTuple
+from qosd.classify.members import place
 from qosd.classify.memo import MemoClassifier
 from qosd.measure.diagmsg import TcpSocketSample
 
@@ -117,9 +121,10 @@ class FlowPass:
 
 
 def classify_samples(samples: Iterable[TcpSocketSample], classifier: MemoClassifier,
-                     owners: Mapping[int, OwnerInfo], registered: Mapping[int, str]
-                     ) -> list[FlowRecord]:
-    """One record per sample. `owners` maps socket inode -> owner (missing: unknown).
+                     owners: Mapping[int, OwnerInfo], registered: Mapping[int, str],
+                     members: Mapping[IPAddress, str] | None = None) -> list[FlowRecord]:
+    """One record per sample. `owners` maps socket inode -> owner (missing: unknown);
+    `members` job members' addresses -> their class.
 
     A registration naming a class the policy does not have is ignored (the policy may have
     been replaced since the pid registered); the flow is classified as if unregistered.
@@ -130,6 +135,8 @@ def classify_samples(samples: Iterable[TcpSocketSample], classifier: MemoClassif
     by_socket = classifier.classify_socket
     classifier.begin_pass()
     dynamic = classifier.dynamic
+    members = members or {}
+    default = classifier.inner.default
     out = []
     for s in samples:
         proto = s.proto
@@ -138,6 +145,8 @@ def classify_samples(samples: Iterable[TcpSocketSample], classifier: MemoClassif
         static = (by_socket((s.inode, s.sport, s.dport, s.dscp), proto, s.src, s.dst, s.sport,
                             dport, s.dscp)
                   if s.inode else classify(proto, s.src, s.dst, s.sport, dport, s.dscp))
+        if members:
+            static = place(static, default, s.dst, members)
         owner = owners.get(s.inode)
         cls, via = static, "rule"
         if owner is not None:
@@ -145,6 +154,8 @@ def classify_samples(samples: Iterable[TcpSocketSample], classifier: MemoClassif
                 cls, via = registered[owner.pid], "registered"
             elif dynamic:
                 by_owner = classify(proto, s.src, s.dst, s.sport, dport, s.dscp, owner)
+                if members:
+                    by_owner = place(by_owner, default, s.dst, members)
                 if by_owner != static:
                     cls, via = by_owner, "owner"
             out.append(FlowRecord(
@@ -182,11 +193,11 @@ def settle(records: list[FlowRecord], plan: DynamicPlan) -> tuple[FlowRecord, ..
 
 def flow_pass(samples: Iterable[TcpSocketSample], classifier: MemoClassifier,
               owners: Mapping[int, OwnerInfo], registered: Mapping[int, str],
-              book: DynamicFilterBook) -> FlowPass:
+              book: DynamicFilterBook, members: Mapping[IPAddress, str] | None = None) -> FlowPass:
     """Classify, plan the dynamic filters against `book`, settle.
 
     Does not commit the plan: the caller applies it, then calls `book.commit(plan)`.
     """
-    records = classify_samples(samples, classifier, owners, registered)
+    records = classify_samples(samples, classifier, owners, registered, members)
     plan = book.plan(wanted_filters(records))
     return FlowPass(records=settle(records, plan), plan=plan)

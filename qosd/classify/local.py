@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Mapping, Protocol
 
-from policies.model import Policy
+from policies.model import IPAddress, Policy
 from qosd.classify.dynamic import DEFAULT_MAX_DYNAMIC_FILTERS, DynamicFilterBook
 from qosd.classify.flowtable import FlowPass, flow_pass
 from qosd.classify.memo import MemoClassifier
@@ -56,7 +56,7 @@ class FlowMonitor:
         self.classifier = MemoClassifier(policy)
 
     def poll(self, registered: Mapping[int, str] | None = None,
-             with_owners: bool = False) -> FlowPass:
+             with_owners: bool = False, members: Mapping[IPAddress, str] | None = None) -> FlowPass:
         samples = self._diag.sockets()
         registered = registered or {}
         inodes = (s.inode for s in samples)
@@ -66,7 +66,7 @@ class FlowMonitor:
             owners = self.owners.owners(inodes, only_pids=registered)
         else:
             owners = {}
-        return flow_pass(samples, self.classifier, owners, registered, self.book)
+        return flow_pass(samples, self.classifier, owners, registered, self.book, members)
 
 
 def local_flows(policy: Policy, netns: str | None = None,

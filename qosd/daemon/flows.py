@@ -21,7 +21,7 @@ import os
 import time
 from typing import Callable, Mapping
 
-from policies.model import Policy
+from policies.model import IPAddress, Policy
 from qosd.classify.dynamic import DynamicFilter, DynamicFilterBook, to_u32_filter
 from qosd.classify.flowtable import FlowRecord
 from qosd.classify.local import FlowMonitor
@@ -48,6 +48,7 @@ class FlowStep:
         self.budget_frac = budget_frac
         self.max_period_s = max_period_s
         self.registered: dict[int, str] = {}
+        self.members: Mapping[IPAddress, str] = {}     # job members' addresses -> class
         self.records: tuple[FlowRecord, ...] = ()
         self.passes = 0
         self.last_pass_s = 0.0
@@ -76,6 +77,13 @@ class FlowStep:
         self._next_s = 0.0
         self._activity_seen = None
 
+    def set_members(self, members: Mapping[IPAddress, str]) -> None:
+        """Job members changed: their flows are placed anew on the next tick."""
+        if members != self.members:
+            self.members = dict(members)
+            self._next_s = 0.0
+            self._activity_seen = None
+
     def _quiet(self, now_s: float) -> bool:
         """True when a pass now would find what the last one found (see the module doc)."""
         if self._activity is None:
@@ -97,7 +105,7 @@ class FlowStep:
         # A registered job that exited must not stay registered for ever (nor its pid,
         # which the kernel will hand to some other process).
         self.registered = {pid: cls for pid, cls in self.registered.items() if self._alive(pid)}
-        result = self.monitor.poll(self.registered)
+        result = self.monitor.poll(self.registered, members=self.members)
         self.book.commit(result.plan)
         self.records = result.records
         self.passes += 1

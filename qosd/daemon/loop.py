@@ -15,12 +15,13 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Callable, Mapping, Protocol
+from typing import Callable, Iterable, Mapping, Protocol
 
-from policies.model import Policy
+from policies.model import IPAddress, Policy
 from qosd.control.controller import ControllerState, grants, initial_state, link_rate_bps, step
 from qosd.control.decision import Decision
 from qosd.control.signals import ClassSample, PathSample, Tick
+from qosd.classify.members import MemberNodes, member_class
 from qosd.daemon.flows import FlowStep
 from qosd.daemon.snapshot import ClassView, decision_json
 from qosd.errors import QosdError
@@ -121,6 +122,7 @@ class ControlLoop:
     flows: FlowStep | None = None                    # per-flow filters; None: static rules only
     steps: Callable[[], tuple[float, ...]] | None = None   # jobs' step times since the last tick
     site: SiteAgent | None = None                    # the site channel; None: this host alone
+    members: Callable[[], Iterable[IPAddress]] | None = None   # job members' addresses now
     clock: Clock = field(default_factory=SystemClock)
     state: ControllerState | None = None
     views: dict[str, ClassView] = field(default_factory=dict)
@@ -130,6 +132,8 @@ class ControlLoop:
     last_tick: Tick | None = None                    # what the controller was last told
     desired: TcTree | None = None                    # what the last tick asked the kernel for
     ingress_state: ControllerState | None = None     # the IFB tree's own controller
+    member_nodes: MemberNodes = field(default_factory=MemberNodes)
+    member_cls: str | None = None                    # where job members' traffic goes
     _rates: CounterRates = field(default_factory=CounterRates)
     _ingress_rates: CounterRates = field(default_factory=CounterRates)
     _stale: bool = False
@@ -211,11 +215,17 @@ class ControlLoop:
             desired = replace(desired, ingress=with_link_rate(
                 with_rates(desired.ingress, grants(self.ingress_state)),
                 link_rate_bps(self.ingress_state)))
+        self._follow_members()
         if self.flows is not None:
             self.flows.poll_if_due(now_s)
             desired = replace(desired, egress=self.flows.with_filters(egress, mirrored=False))
             if desired.ingress is not None:
                 desired = replace(desired, ingress=self.flows.with_filters(desired.ingress, mirrored=True))
+        desired = replace(desired, egress=self.member_nodes.with_filters(
+            desired.egress, self.member_cls, mirrored=False))
+        if desired.ingress is not None:
+            desired = replace(desired, ingress=self.member_nodes.with_filters(
+                desired.ingress, self.member_cls, mirrored=True))
         self.desired = desired
         ops: tuple[Op, ...] = ()
         try:
@@ -226,6 +236,16 @@ class ControlLoop:
             self._stale = True
         self.ticks += 1
         return TickReport(now_s, time.perf_counter() - start, tuple(decisions), ops)
+
+    def _follow_members(self) -> None:
+        """The jobs' members now: their filters go into this tick's tree, and the flow
+        pass places their flows the same way (`qosd.classify.members`)."""
+        if self.members is None:
+            return
+        self.member_cls = member_class(self.policy)
+        nodes = self.member_nodes.update(self.members() if self.member_cls else ())
+        if self.flows is not None:
+            self.flows.set_members({a: self.member_cls for a in nodes} if self.member_cls else {})
 
     def _site(self, now_s: float, samples: Mapping[str, ClassSample], link_tx_bps: float,
               path: PathSample, bulk: PathSample) -> int | None:

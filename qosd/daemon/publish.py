@@ -15,6 +15,7 @@ from qosd.control.controller import link_rate_bps
 from qosd.daemon.loop import ControlLoop
 from qosd.daemon.snapshot import DaemonSnapshot, FlowSummary, Repair, State
 from qosd.measure.pathsignal import PeerPath
+from qosd.jobs import JobView
 from qosd.telemetry import CollectiveAggregate
 
 MAX_REPAIRS_KEPT = 32
@@ -35,13 +36,13 @@ class RepairLog:
 def capture(loop: ControlLoop | None, policy: Policy, *, policy_path: str, state: State,
             now_s: float, uptime_s: float, peers: Mapping[str, PeerPath],
             jobs: Iterable[CollectiveAggregate], repairs: RepairLog,
-            metrics_addr: str | None) -> DaemonSnapshot:
+            metrics_addr: str | None, job_members: Iterable[JobView] = ()) -> DaemonSnapshot:
     names = tuple(c.name for c in policy.classes)
     common = dict(now_s=now_s, uptime_s=uptime_s, interface=policy.interface,
                   policy_path=policy_path, state=state, class_names=names,
                   policy_egress_bps=policy.link.egress_bps, peers=tuple(peers.values()),
                   repairs=tuple(repairs.recent), repair_counts=tuple(sorted(repairs.counts.items())),
-                  jobs=tuple(jobs), metrics_addr=metrics_addr)
+                  jobs=tuple(jobs), metrics_addr=metrics_addr, job_members=tuple(job_members))
     if loop is None or loop.state is None:
         return DaemonSnapshot(seq=0, **common)
     flows = loop.flows
@@ -60,5 +61,7 @@ def capture(loop: ControlLoop | None, policy: Policy, *, policy_path: str, state
                           bulk_path=tick.bulk_path if tick else None,
                           classes=tuple(loop.views[n] for n in names if n in loop.views),
                           flows=summary, decisions=tuple(loop.decisions),
+                          member_class=loop.member_cls,
+                          member_filters=len(loop.member_nodes.nodes) if loop.member_cls else 0,
                           decision_counts=counts,
                           site=loop.site.snapshot if loop.site is not None else None, **common)

@@ -51,6 +51,7 @@ from qosd.daemon.recorder import RecordedTelemetry, RecorderConfig, open_recorde
 from qosd.daemon.sdnotify import Notifier
 from qosd.daemon.snapshot import DaemonSnapshot, Repair, State
 from qosd.errors import BadInput, NotOurs, QosdError
+from qosd.jobs import JobBook
 from qosd.measure.errors import MeasureError
 from qosd.measure.pathsignal import PeerPath
 from qosd.measure.probe import PROBE_PORT, Reflector
@@ -143,6 +144,7 @@ class Daemon:
         self.stop_event: asyncio.Event | None = None
         self.loop_: ControlLoop | None = None
         self.paths = PathMonitor(probe_rate_hz=config.probe_rate_hz, echo=config.echo)
+        self.jobs = JobBook()                   # jobs' members (API); the tick classifies by it
         self.site: SiteAgent | None = None      # the site channel; None: this host alone
         self._site_for: Policy | None = None    # the policy the site channel follows
         self._segmented: tuple[str, tuple[str, ...]] | None = None
@@ -169,7 +171,7 @@ class Daemon:
                        state=self.state, now_s=time.monotonic(),
                        uptime_s=time.monotonic() - self.started_s, peers=self._peers_now,
                        jobs=self.telemetry.aggregates(), repairs=self.repairs,
-                       metrics_addr=self.metrics.address if self.metrics else None)
+                       job_members=self.jobs.views(), metrics_addr=self.metrics.address if self.metrics else None)
 
     # -- policy (kernel worker) -----------------------------------------------------------
     def _apply_static(self, policy: Policy) -> tuple[TcTree, int]:
@@ -190,7 +192,8 @@ class Daemon:
                                      reconcile=self.shaper.reconcile, peers=lambda: self._peers_now,
                                      steps=lambda: self._steps_now,
                                      flows=FlowStep(policy, budget_frac=self.config.flow_budget)
-                                     if self.config.flows else None, site=self.site)
+                                     if self.config.flows else None, site=self.site,
+                                     members=self.jobs.addresses)
         else:
             self.loop_.reload(policy, tree)
         if self._site_for is not policy:

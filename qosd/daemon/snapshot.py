@@ -20,8 +20,9 @@ from qosd.classify.flowtable import FlowRecord
 from qosd.control.decision import Decision
 from qosd.control.signals import PathSample
 from qosd.measure.pathsignal import PeerPath
-from qosd.metrics import (ClassStats, DecisionCount, MetricsSnapshot, PeerPathStats, PeerStats,
-                          RepairCount)
+from qosd.jobs import JobView
+from qosd.metrics import (ClassStats, DecisionCount, JobMembersStats, MetricsSnapshot,
+                          PeerPathStats, PeerStats, RepairCount)
 from qosd.site import agent as site_agent
 from qosd.site.agent import SiteSnapshot
 from qosd.telemetry import CollectiveAggregate
@@ -96,6 +97,9 @@ class DaemonSnapshot:
     repairs: tuple[Repair, ...] = ()
     repair_counts: tuple[tuple[str, int], ...] = ()
     jobs: tuple[CollectiveAggregate, ...] = ()
+    job_members: tuple[JobView, ...] = ()            # training jobs' members (`job_members`)
+    member_class: str | None = None                  # the class their traffic goes to
+    member_filters: int = 0                          # member addresses with a filter now
     metrics_addr: str | None = None
     recorder: dict[str, Any] | None = None           # the flight recorder's status, if any
     site: SiteSnapshot | None = None                 # the site channel's tick; None: alone
@@ -116,6 +120,7 @@ class DaemonSnapshot:
                 "dynamic_filters": flows.dynamic_filters if flows else 0,
                 "decisions": [decision_json(d) for d in self.decisions[-STATUS_DECISIONS:]],
                 "repairs": [r.to_json() for r in self.repairs],
+                "jobs": self.jobs_json,
                 "metrics": self.metrics_addr, "recorder": self.recorder,
                 "site": self.site_json}
 
@@ -129,6 +134,12 @@ class DaemonSnapshot:
     @cached_property
     def peers_json(self) -> dict[str, Any]:
         return {p.name: p.to_json() for p in self.peers}
+
+    @cached_property
+    def jobs_json(self) -> dict[str, Any]:
+        """Training jobs' members and where their traffic goes (docs/API.md, `status`)."""
+        return {"member_class": self.member_class, "member_filters": self.member_filters,
+                "jobs": {j.job: j.to_json() for j in self.job_members}}
 
     @cached_property
     def site_json(self) -> dict[str, Any] | None:
@@ -163,8 +174,11 @@ class DaemonSnapshot:
                           for cls, reason, n in self.decision_counts)
         repairs = tuple(RepairCount(interface=self.interface, cause=cause, count=n)
                         for cause, n in self.repair_counts)
+        members = tuple(JobMembersStats(job=j.job, members=len(j.members),
+                                        joins_total=j.joins_total, leaves_total=j.leaves_total)
+                        for j in self.job_members)
         return MetricsSnapshot(classes=classes, peers=peers, paths=paths, decisions=decisions,
-                               collectives=self.jobs, repairs=repairs,
+                               collectives=self.jobs, repairs=repairs, job_members=members,
                                site=site_agent.site_stats(self.site))
 
 

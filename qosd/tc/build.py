@@ -33,6 +33,9 @@ PREF_PRIORITY_STRIDE = 1024       # prefs per HTB priority
 MAX_CLASSES_PER_PRIORITY = CLASSES_PER_PREF * PREF_PRIORITY_STRIDE   # 16384
 STATIC_PREF_BASE = 16             # prefs below this are the daemon's per-flow filters ...
 PROBE_REPLY_PREF = STATIC_PREF_BASE - 1   # ... but this one: probe replies, IFB tree only
+# job members' addresses (`qosd.classify.members`): after every static pref, before the default
+MEMBER_PREF = (STATIC_PREF_BASE + HTB_MAX_PRIO * PREF_PRIORITY_STRIDE
+               + (MAX_CLASSES_PER_PRIORITY - 1) // CLASSES_PER_PREF + 1)
 U32_ROOT_HT = 0x80000000
 U32_MAX_NODE = 0xFFF
 R2Q = 10

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 
 from policies.model import Policy
 from qosd.errors import BadInput, NetlinkError, NotOurs
-from qosd.tc.build import STATIC_PREF_BASE, TreeBuildError, build_tree, class_minors
+from qosd.tc.build import MEMBER_PREF, STATIC_PREF_BASE, TreeBuildError, build_tree, class_minors
 from qosd.tc.caps import LeafChoice, choose_leaf
 from qosd.tc.errors import OpFailed
 from qosd.tc.kernel import TcKernel
@@ -149,13 +149,14 @@ class Reconciler:
 
 def _with_daemon_filters(desired: TcTree, actual: TcTree) -> TcTree:
     """`desired` plus the running daemon's per-flow filters (prefs below the static ones)
-    that still point at a class `desired` keeps: a static apply must not tear them out
+    and job-member filters (`MEMBER_PREF`) that still point at a class `desired` keeps: a static apply must not tear them out
     from under the daemon. The daemon itself plans without this and so owns them."""
     def merged(want: DeviceTree | None, have: DeviceTree | None) -> DeviceTree | None:
         if want is None or have is None:
             return want
         keep = {ident: f for ident, f in have.filters.items()
-                if f.pref < STATIC_PREF_BASE and f.classid in want.classes}
+                if (f.pref < STATIC_PREF_BASE or f.pref == MEMBER_PREF)
+                and f.classid in want.classes}
         return replace(want, filters={**want.filters, **keep}) if keep else want
     return replace(desired, egress=merged(desired.egress, actual.egress),
                    ingress=merged(desired.ingress, actual.ingress))
