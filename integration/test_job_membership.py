@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 
 import pytest
@@ -53,6 +54,80 @@ def test_a_leaving_and_a_joining_replica_change_the_probed_peers_within_one_seco
         late = client.call("job_members", {"job": "train", "members": [member(workers[0])], "epoch": 1})
         assert late["stale"] and "job:train/w0" not in client.call("status")["peers"]
         assert client.call("jobs")["jobs"]["train"] == [member(workers[1]), member(workers[2])]
+    finally:
+        code, err = stop_daemon(proc)
+    assert code == 0, err
+
+
+SEND_UDP = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for _ in range(int(sys.argv[2])):
+    s.sendto(b"x" * 1200, (sys.argv[1], 9))
+"""
+DATAGRAMS = 100
+SENT_BYTES = DATAGRAMS * 1200
+
+
+def _class_bytes(client: ApiClient) -> dict[str, int]:
+    return {name: c["bytes_total"] for name, c in client.call("status")["classes"].items()}
+
+
+def _where_it_went(client: ApiClient, host, dst: str) -> dict[str, int]:
+    """Bytes each class sent while `host` sent SENT_BYTES of UDP to `dst` (read two ticks on)."""
+    before = _class_bytes(client)
+    host.run([sys.executable, "-c", SEND_UDP, dst, str(DATAGRAMS)])
+    seq = client.call("status")["ticks"]
+    while client.call("status")["ticks"] < seq + 2:
+        time.sleep(0.02)
+    after = _class_bytes(client)
+    return {name: after[name] - before.get(name, 0) for name in after}
+
+
+@pytest.mark.root
+def test_traffic_to_a_joining_member_moves_into_the_compute_class_and_out_when_it_leaves(testbed, tmp_path):
+    """The policy matches compute by DSCP only: plain UDP to a worker is `other` until the
+    job names the worker, `compute` while it is a member, `other` again once it left."""
+    h, r = testbed.host("h"), testbed.router("r")
+    w0, w1 = testbed.host("w0"), testbed.host("w1")
+    testbed.star(r, [h, w0, w1])
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    sock = tmp_path / "qosd.sock"
+    proc = start_daemon(h, policy, sock)
+    try:
+        client = ApiClient(str(sock), timeout_s=2)
+        member = lambda w: {"name": w.name, "address": w.addr}  # noqa: E731
+
+        def filters_within(n: int, limit_s: float) -> float:
+            start = time.monotonic()
+            while time.monotonic() - start < limit_s:
+                if client.call("status")["jobs"]["member_filters"] == n:
+                    return time.monotonic() - start
+                time.sleep(0.02)
+            return float("inf")
+
+        client.call("job_members", {"job": "train", "members": [member(w0)], "epoch": 1})
+        assert filters_within(1, 2.0) < 2.0
+        outside = _where_it_went(client, h, w1.addr)
+        assert outside["other"] >= SENT_BYTES and outside["compute"] < SENT_BYTES / 2, outside
+
+        client.call("job_members", {"job": "train", "members": [member(w0), member(w1)], "epoch": 2})
+        joined_s = filters_within(2, 1.0)
+        assert joined_s <= 1.0
+        inside = _where_it_went(client, h, w1.addr)
+        assert inside["compute"] >= SENT_BYTES and inside["other"] < SENT_BYTES / 2, inside
+        status = client.call("status")
+        assert status["jobs"]["member_class"] == "compute"
+        assert status["jobs"]["jobs"]["train"]["joins_total"] == 2
+
+        client.call("job_members", {"job": "train", "members": [member(w0)], "epoch": 3})
+        left_s = filters_within(1, 1.0)
+        assert left_s <= 1.0
+        again = _where_it_went(client, h, w1.addr)
+        assert again["other"] >= SENT_BYTES and again["compute"] < SENT_BYTES / 2, again
+        print(f"member filter in {joined_s * 1000:.0f} ms after the join, out {left_s * 1000:.0f} ms "
+              f"after the leave")
     finally:
         code, err = stop_daemon(proc)
     assert code == 0, err

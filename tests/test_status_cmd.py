@@ -115,6 +115,27 @@ def test_peers_command_shows_signal_and_why(sock_path):
     assert json.loads(as_json.output)["gpu-b"]["signal"] == "icmp"
 
 
+JOBS = {"member_class": "compute", "member_filters": 2,
+        "jobs": {"train": {"epoch": 4, "joins_total": 3, "leaves_total": 1,
+                           "members": [{"name": "w1", "address": "198.18.1.2"},
+                                       {"name": "w2", "address": "198.18.1.3"}]}}}
+
+
+def test_job_members_and_their_class_are_shown_by_status_and_peers(sock_path):
+    out = format_status(dict(STATUS, jobs=JOBS)).splitlines()
+    at = out.index("JOB MEMBERS  traffic to them: compute (2 filters)")
+    assert out[at + 1].split() == ["JOB", "EPOCH", "MEMBER", "ADDRESS", "JOINED/LEFT"]
+    assert out[at + 2].split() == ["train", "4", "w1", "198.18.1.2", "+3/-1"]
+    blind = format_status(dict(STATUS, jobs=dict(JOBS, member_class=None)))
+    assert "no compute class in the policy" in blind
+    assert "JOB MEMBERS" not in format_status(STATUS)
+    grants = {"peers": STATUS["peers"], "jobs": JOBS}
+    with BackgroundApiServer(sock_path, {"grants": lambda params: grants}):
+        result = CliRunner().invoke(main, ["peers", "--socket", sock_path])
+    assert result.exit_code == 0, result.output
+    assert "traffic to them: compute" in result.output and "198.18.1.3" in result.output
+
+
 def test_state_and_repairs_are_shown_when_there_are_some():
     from qosd.daemon.testing import snapshot
 

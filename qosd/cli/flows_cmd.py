@@ -86,9 +86,10 @@ def flows(policy_path: str | None, cls: str | None, pid: int | None, netns: str 
 def peers(as_json: bool, socket_path: str | None, timeout_s: float) -> None:
     """Each peer's path beyond this host: the delay signal measuring it and why, RTT, base
     RTT, queueing delay and loss. UNMEASURED: no signal covers it (never a clear path).
-    The site's neighbours first when the policy has a `site:` (JSON: `qosd status --json`)."""
+    The site's neighbours first when the policy has a `site:` (JSON: `qosd status --json`);
+    training jobs' members (peers `job:JOB/MEMBER`) last, with the class their traffic goes to."""
     from qosd.api.client import ApiClient
-    from qosd.cli.status_cmd import format_site, peer_rows
+    from qosd.cli.status_cmd import format_site, job_rows, peer_rows
 
     with ApiClient(socket_path, timeout_s=timeout_s) as client:
         reply = client.call("grants")
@@ -102,3 +103,5 @@ def peers(as_json: bool, socket_path: str | None, timeout_s: float) -> None:
         click.echo("the daemon measures no peers (add `peers:` or `reflectors:` to the policy)")
         return
     click.echo("\n".join(peer_rows(result, with_why=True)))
+    if (reply.get("jobs") or {}).get("jobs"):
+        click.echo("\n" + "\n".join(job_rows(reply["jobs"])))

@@ -51,6 +51,9 @@ def format_status(status: Mapping[str, Any]) -> str:
     peers = status.get("peers") or {}
     if peers:
         lines += [""] + peer_rows(peers, with_why=False)
+    jobs = (status.get("jobs") or {}).get("jobs") or {}
+    if jobs:
+        lines += [""] + job_rows(status["jobs"])
     told = status.get("paths") or {}
     if told:
         lines += ["", "CONTROLLER SEES  " + "; ".join(
@@ -97,6 +100,17 @@ def peer_rows(peers: Mapping[str, Mapping[str, Any]], with_why: bool) -> list[st
                      _ms(p.get("rtt_s")), _ms(p.get("base_rtt_s")), _ms(p.get("queue_delay_s")),
                      _percent(p.get("loss"))) + ((p.get("why") or "-",) if with_why else ()))
     return _table(header + (("WHY",) if with_why else ()), rows)
+
+
+def job_rows(jobs: Mapping[str, Any]) -> list[str]:
+    """Training jobs' members, and the class their traffic goes to."""
+    cls = jobs.get("member_class")
+    head = (f"JOB MEMBERS  traffic to them: {cls} ({jobs.get('member_filters', 0)} filters)"
+            if cls else "JOB MEMBERS  no compute class in the policy: probed, not classified")
+    rows = [(job, f"{j.get('epoch', '-')}", m.get("name", "?"), m.get("address", "?"),
+             f"+{j.get('joins_total', 0)}/-{j.get('leaves_total', 0)}")
+            for job, j in sorted(jobs.get("jobs", {}).items()) for m in j.get("members", [])]
+    return [head] + _table(("JOB", "EPOCH", "MEMBER", "ADDRESS", "JOINED/LEFT"), rows)
 
 
 def format_site(site: Mapping[str, Any]) -> list[str]:

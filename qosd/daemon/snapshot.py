@@ -129,7 +129,7 @@ class DaemonSnapshot:
         return {"classes": {c.name: {"rate_bps": c.rate_bps, "ceil_bps": c.ceil_bps}
                             for c in self.classes},
                 "peers": self.peers_json, "link": {"egress_bps": self.link_egress_bps},
-                "site": self.site_json}
+                "site": self.site_json, "jobs": self.jobs_json}
 
     @cached_property
     def peers_json(self) -> dict[str, Any]:
