@@ -4,7 +4,9 @@ torchft knows first when a replica is lost or joins; the daemon probes peers and
 the job, so it should follow the quorum rather than wait for flows to age out. Each replica
 learns the members' addresses with one small all-reduce on the fault-tolerant group when the
 quorum changes (a slot per participant, its address bytes, SUM), then reports them with the
-quorum id as epoch. Reporting never raises into training: no daemon, no report.
+quorum id as epoch. Reporting never raises into training: no daemon, no report. With a
+`RingAgreement` the same quorum change also agrees the members' ring order from measured
+latency (`collectives.ring`), re-planned on every membership change.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import socket
 import torch
 import torch.distributed as dist
 
+from collectives.ring import RingAgreement
 from qosd.api.client import ApiClient
 from qosd.api.errors import ApiError, ApiUnavailable
 
@@ -61,10 +64,12 @@ class MembershipReporter:
     None): the all-reduce inside is a collective, and one replica skipping it would leave the
     others waiting on it."""
 
-    def __init__(self, job: str, address: str, client: ApiClient | None) -> None:
+    def __init__(self, job: str, address: str, client: ApiClient | None,
+                 ring: RingAgreement | None = None) -> None:
         self.job = job
         self.address = address
         self.client = client
+        self.ring = ring
         self.quorum_id: int | None = None
         self.reported: list[dict[str, str]] | None = None
 
@@ -82,6 +87,8 @@ class MembershipReporter:
             return
         members = [{"name": f"replica{i}", "address": a} for i, a in enumerate(decode_members(table)) if a]
         self.report(members, quorum_id)
+        if self.ring is not None and len(members) == n:
+            self.ring.agree(manager, rank, [(m["name"], m["address"]) for m in members])
 
     def report(self, members: list[dict[str, str]], epoch: int) -> None:
         if self.client is None:

@@ -70,27 +70,32 @@ class Topology:
 
     @classmethod
     def from_mapping(cls, site_of_rank: Mapping[int, Hashable] | Sequence[Hashable],
-                     bandwidth_bps: Matrix | None = None) -> "Topology":
-        """Sites named explicitly; `bandwidth_bps` (rank x rank) orders the leaders' ring."""
+                     bandwidth_bps: Matrix | None = None, rtt_s: Matrix | None = None) -> "Topology":
+        """Sites named explicitly; `bandwidth_bps` or `rtt_s` (rank x rank) orders the
+        leaders' ring (see `from_sites`)."""
         names = dict(site_of_rank) if isinstance(site_of_rank, Mapping) else dict(enumerate(site_of_rank))
         groups: dict[Hashable, list[int]] = {}
         for rank in sorted(names):
             groups.setdefault(names[rank], []).append(rank)
-        return cls.from_sites([tuple(g) for g in groups.values()], bandwidth_bps)
+        return cls.from_sites([tuple(g) for g in groups.values()], bandwidth_bps, rtt_s)
 
     @classmethod
-    def from_sites(cls, sites: Sequence[Sequence[int]], bandwidth_bps: Matrix | None = None) -> "Topology":
+    def from_sites(cls, sites: Sequence[Sequence[int]], bandwidth_bps: Matrix | None = None,
+                   rtt_s: Matrix | None = None) -> "Topology":
+        """The leaders' ring by bandwidth when measured (its bottleneck hop), else by latency
+        (`latency_ring`: the tour of least summed delay), else in rank order."""
         ordered = tuple(sorted((tuple(sorted(site)) for site in sites), key=min))
-        if bandwidth_bps is None:
-            return cls(ordered, tuple(range(len(ordered))))
         leaders = [min(site) for site in ordered]
-        site_bw = [[bandwidth_bps[a][b] for b in leaders] for a in leaders]
-        return cls(ordered, ring_order(site_bw))
+        if bandwidth_bps is not None:
+            return cls(ordered, ring_order([[bandwidth_bps[a][b] for b in leaders] for a in leaders]))
+        if rtt_s is not None:
+            return cls(ordered, latency_ring([[rtt_s[a][b] for b in leaders] for a in leaders]))
+        return cls(ordered, tuple(range(len(ordered))))
 
     @classmethod
     def from_measurements(cls, rtt_s: Matrix, bandwidth_bps: Matrix | None = None,
                           threshold_s: float | None = None) -> "Topology":
-        return cls.from_sites(cluster_sites(rtt_s, threshold_s), bandwidth_bps)
+        return cls.from_sites(cluster_sites(rtt_s, threshold_s), bandwidth_bps, rtt_s)
 
 
 def _square(matrix: Matrix) -> np.ndarray:

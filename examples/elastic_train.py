@@ -49,6 +49,7 @@ from torchft import Manager, ProcessGroupGloo  # noqa: E402
 from collectives.elastic import ElasticReducer, reduce_gradients  # noqa: E402
 from collectives.grant import ChainedGrantSource, DaemonGrantSource, MeasuredGrantSource  # noqa: E402
 from collectives.membership import MembershipReporter, local_address  # noqa: E402
+from collectives.ring import LatencySource, RingAgreement  # noqa: E402
 from qosd.api.client import ApiClient, default_socket_path  # noqa: E402
 
 IMPORTS_DONE_S = time.time()
@@ -154,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     params = list(model.parameters())
     lighthouse_host = urllib.parse.urlsplit(os.environ["TORCHFT_LIGHTHOUSE"]).hostname or "127.0.0.1"
     daemon = ApiClient(timeout_s=0.2) if os.path.exists(default_socket_path()) else None   # a local qosd follows the job
-    reporter = MembershipReporter(args.job, local_address(lighthouse_host), daemon)
+    ring = RingAgreement(LatencySource(daemon))     # the members' ring, from measured latency
+    reporter = MembershipReporter(args.job, local_address(lighthouse_host), daemon, ring=ring)
     loss_value = float("nan")
     first_quorum = True
     try:
@@ -162,7 +164,10 @@ def main(argv: list[str] | None = None) -> int:
             manager.start_quorum()
             step = manager.current_step()
             # torchft 0.2.0 has no public quorum id; the attribute is read, never written
+            replans = ring.planner.replans
             reporter.on_quorum(manager, getattr(manager, "_quorum_id", -1))
+            if ring.planner.replans != replans:
+                events.emit("ring", order=list(ring.order), sources=dict(ring.source.sources))
             if first_quorum:
                 events.emit("first_quorum", step=step)
                 first_quorum = False
@@ -189,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
         grants.close()
     result = {"steps": manager.current_step(), "param_sha256": param_sha256(model),
               "recoveries": recoveries, "loss": loss_value, "replica": group,
-              "batches_committed": manager.batches_committed()}
+              "batches_committed": manager.batches_committed(),
+              "ring": list(ring.order), "ring_replans": ring.planner.replans}
     with open(args.out, "w") as fh:
         json.dump(result, fh)
     events.emit("done", **result)

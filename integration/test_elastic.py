@@ -24,3 +24,6 @@ def test_five_kills_survivors_go_on_restarts_heal_and_all_end_identical(testbed,
     assert result.rejoin_after_imports_s, "no restarted replica took part before the end"
     assert max(result.rejoin_after_imports_s) <= 5.0, result.rejoin_after_imports_s
     assert sum(r["recoveries"] for r in result.results.values()) >= 1
+    # the members' ring was agreed from measured latency and planned anew as members changed
+    assert all(r["ring"] and r["ring_replans"] >= 1 for r in result.results.values())
+    assert max(r["ring_replans"] for r in result.results.values()) >= 2, result.results
