@@ -251,6 +251,12 @@ class ChainedGrantSource:
             used.append(second.source)
         return Grant(rate, rtt, "+".join(used) or "none")
 
+    def seed(self, rate_bps: int | None = None, rtt_s: float | None = None) -> None:
+        """Seed the measured source (`MeasuredGrantSource.seed`); the daemon's numbers stay."""
+        seeder = getattr(self.measured, "seed", None)
+        if seeder is not None:
+            seeder(rate_bps, rtt_s)
+
     def observe(self, size_bytes: int, duration_s: float, world_size: int,
                 chunk_bytes: int | None = None) -> None:
         for source in (self.daemon, self.measured):

@@ -26,6 +26,7 @@ import torch.distributed as dist
 
 from collectives.grant import (ChainedGrantSource, CollectiveObserver, DaemonGrantSource, Grant, GrantSource,
                                MeasuredGrantSource)
+from collectives.measure import ping_pong_rtt_s
 from collectives.pipeline import ChunkIssuer, JobTiming
 from collectives.planner import ChunkLimits, ChunkPlan, Replanner
 from collectives.telemetry import CollectiveRecord, TelemetryLog, TelemetrySink
@@ -137,6 +138,17 @@ class AdaptiveState:
             self._observe(timing)
 
         return self._issuer.submit_planned(flat, plan, agreeing, record)
+
+    def seed_rtt(self, rounds: int = 5) -> float | None:
+        """Seed the measured RTT with a ping-pong on the idle link (`measure.ping_pong_rtt_s`)
+        before the first step. Collective: every rank of the group calls it, before training.
+        Returns the RTT taken (None alone, or when the grant source takes no seed)."""
+        seeder = getattr(self.grant_source, "seed", None)
+        if seeder is None or self.world_size < 2:
+            return None
+        rtt_s = ping_pong_rtt_s(rounds, self.process_group)
+        seeder(rtt_s=rtt_s)
+        return rtt_s
 
     def _observe(self, timing: JobTiming) -> None:
         if isinstance(self.grant_source, CollectiveObserver):

@@ -49,6 +49,30 @@ def measure_all_reduce(size_bytes: int = 4 * MIB, repeats: int = 3,
     return AllReduceSample(tensor.numel() * 4, float(best_t.item()), dist.get_world_size(group))
 
 
+def ping_pong_rtt_s(rounds: int = 5, group: dist.ProcessGroup | None = None) -> float | None:
+    """The ring's per-hop round trip on an idle link: the quickest of `rounds` one-element
+    all-reduces, divided by the `(n-1)` hops it waits on, agreed under MIN. Collective; None
+    alone in the group.
+
+    A job's first latency samples are taken as its first chunks go out, behind their queue
+    and on connections still warming up; a minimum over them reads several times the path's
+    RTT for the first steps (chunks cover ten RTTs, so every one of those steps is planned
+    too long). This seeds the estimate before the first reduce instead."""
+    world = dist.get_world_size(group)
+    if world < 2:
+        return None
+    ball = torch.zeros(1, dtype=torch.float32)
+    dist.all_reduce(ball, group=group)               # warm: connections made, threads up
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        dist.all_reduce(ball, group=group)
+        best = min(best, time.perf_counter() - start)
+    agreed = torch.tensor([best / (world - 1)], dtype=torch.float64)
+    dist.all_reduce(agreed, op=dist.ReduceOp.MIN, group=group)
+    return float(agreed.item())
+
+
 @dataclass(frozen=True)
 class LinkMatrix:
     """rtt_s[i][j]: round trip between ranks i and j; bandwidth_bps[i][j]: from i to j."""

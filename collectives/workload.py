@@ -65,6 +65,7 @@ def hooked(model: torch.nn.Module, args: argparse.Namespace) -> tuple[DDP, Adapt
         state = AdaptiveState(limits=limits, job="workload", grant_source=FixedGrantSource())
     else:
         state = AdaptiveState(socket_path=args.socket, job="workload")
+        state.seed_rtt()            # the path's RTT before the first chunks queue on it
     ddp.register_comm_hook(state, adaptive_allreduce_hook)
     return ddp, state
 

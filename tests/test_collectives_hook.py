@@ -137,3 +137,25 @@ def test_hooked_ddp_matches_plain_ddp_on_three_ranks():
 
 def test_next_plan_follows_a_grant_change():
     run_world(grant_change_worker, 2)
+
+
+def seed_worker(rank, world_size):
+    from collectives.grant import ChainedGrantSource, MeasuredGrantSource
+
+    measured = MeasuredGrantSource()
+    state = AdaptiveState(limits=LIMITS, grant_source=ChainedGrantSource(FixedGrantSource(), measured))
+    assert measured.current().rtt_s is None
+    rtt_s = state.seed_rtt(rounds=3)
+    # every rank holds the same MIN-agreed seed, before any chunk went out
+    assert rtt_s is not None and 0 < rtt_s < 1.0 and measured.current().rtt_s == rtt_s
+    seeds = [torch.zeros(1, dtype=torch.float64) for _ in range(world_size)]
+    torch.distributed.all_gather(seeds, torch.tensor([rtt_s], dtype=torch.float64))
+    assert len({float(s) for s in seeds}) == 1
+    alone = AdaptiveState(limits=LIMITS, grant_source=FixedGrantSource())
+    assert alone.seed_rtt() is None                             # a source that takes no seed
+    state.close()
+    alone.close()
+
+
+def test_the_measured_rtt_is_seeded_by_a_ping_pong_before_the_first_step():
+    run_world(seed_worker, 2)
