@@ -3,7 +3,7 @@ whose rate changes, and does the hierarchical all-reduce beat the flat ring acro
 
 1. Two hosts behind a router whose bottleneck (both directions, 1 MB byte fifo) runs at 200,
    then 50, then 100 mbit/s, and a WAN delay line (`integration/delayline.py`) adding
-   `WAN_RTT_S` between them; a 10M-parameter CPU model trained with DDP's default 25 MB
+   `WAN_RTT_S` between them; a 5M-parameter CPU model trained with DDP's default 25 MB
    buckets, with the adaptive hook (no daemon: its own measurements), and with the hook pinned
    to 64 KiB / 1 MiB / 25 MiB chunks. Figure: mean step time over the same rate schedule.
 2. Two sites of two hosts on one router, 1 gbit/s to each host, and between the sites a delay
@@ -33,8 +33,10 @@ GLOO_ENV = {"GLOO_SOCKET_IFNAME": "eth0"}
 PORT = 29531
 READY_TIMEOUT_S = 120.0
 FIFO_BYTES = 1_000_000
-SCHEDULE = ((200_000_000, 12.0), (50_000_000, 20.0), (100_000_000, 12.0))   # (rate, seconds)
-PARAMS = 10_000_000
+# (rate, seconds): each level long enough for 6+ steps of every mode at its rate, so a level's
+# mean is not one or two steps (at 10M params and 12-20 s levels it was 2-4)
+SCHEDULE = ((200_000_000, 16.0), (50_000_000, 28.0), (100_000_000, 16.0))
+PARAMS = 5_000_000
 CHUNK_MODES = {
     "adaptive": ["--mode", "adaptive"],
     "ddp-25MB": ["--mode", "ddp", "--bucket-mb", "25"],
@@ -162,7 +164,8 @@ def chunking_lines(results: dict[str, tuple[Run, list[float]]]) -> list[BenchLin
         phases = "/".join(f"{_phase_mean(adaptive, changes, i):.2f}:{_phase_mean(run, run_changes, i):.2f}"
                           for i in range(len(SCHEDULE)))
         lines.append(BenchLine(
-            f"collectives: adaptive hook vs {name}, 10M params, 200->50->100 mbit, {WAN_RTT_S * 1e3:g} ms RTT "
+            f"collectives: adaptive hook vs {name}, {PARAMS / 1e6:g}M params, 200->50->100 mbit, "
+            f"{WAN_RTT_S * 1e3:g} ms RTT "
             f"(per-phase s, ours:theirs {phases})",
             ours, theirs, "s", ratio, "for information (targets below)", True))
     return lines + _target_lines(results)
