@@ -10,8 +10,7 @@ from scapy.all import IP, TCP, raw  # type: ignore[attr-defined]
 from policies import parse_policy
 from policies.flowmatch import OwnerInfo
 from qosd.classify.flowtable import classify_samples
-from qosd.classify.members import (MemberNodes, assign_nodes, member_filters, place,
-                                   with_member_filters)
+from qosd.classify.members import MemberNodes, assign_nodes, member_filters, place
 from qosd.classify.memo import MemoClassifier
 from qosd.daemon.loop import ControlLoop, ManualClock
 from qosd.jobs import JobBook, Member
@@ -157,7 +156,7 @@ def test_a_tick_installs_a_joining_members_filter_and_removes_it_when_it_leaves(
 
 def test_without_a_compute_class_members_get_no_filter():
     nodes = MemberNodes()
-    nodes.update([ip("198.18.1.2")])
+    assert nodes.update([ip("198.18.1.2")]) == {ip("198.18.1.2"): 1}
+    assert nodes.update([]) == {} and nodes.update([ip("198.18.1.3")]) == {ip("198.18.1.3"): 1}
     tree = object()
-    assert with_member_filters(tree, nodes.nodes, None, mirrored=False) is tree  # type: ignore[arg-type]
     assert nodes.with_filters(tree, None, mirrored=False) is tree  # type: ignore[arg-type]

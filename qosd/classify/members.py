@@ -87,16 +87,6 @@ def member_filters(nodes: Mapping[IPAddress, int], cls: str, classids: Mapping[s
     return out
 
 
-def with_member_filters(tree: DeviceTree, nodes: Mapping[IPAddress, int], cls: str | None, *,
-                        mirrored: bool) -> DeviceTree:
-    """`tree` plus the members' filters; `tree` itself when there are none."""
-    if cls is None or not nodes:
-        return tree
-    classids = {c.name: cid for cid, c in tree.classes.items() if c.name}
-    extra = member_filters(nodes, cls, classids, mirrored=mirrored)
-    return replace(tree, filters={**tree.filters, **extra}) if extra else tree
-
-
 class MemberNodes:
     """The nodes of the member filters across ticks (see `assign_nodes`); not thread-safe:
     the control loop's tick is its only user."""
@@ -105,17 +95,25 @@ class MemberNodes:
         self.limit = limit
         self.nodes: dict[IPAddress, int] = {}
         self.refused = 0
+        self._wanted: frozenset[IPAddress] = frozenset()
         self._built: dict[bool, tuple[tuple, dict[tuple[int, int], U32Filter]]] = {}
 
     def update(self, addresses: Iterable[IPAddress]) -> dict[IPAddress, int]:
-        wanted = sorted(set(addresses), key=lambda a: (a.version, int(a)))
+        """The nodes for `addresses` now (called every tick; unchanged members cost a set
+        comparison)."""
+        given = frozenset(addresses)
+        if given == self._wanted and (self.nodes or not given):
+            return self.nodes
+        self._wanted = given
+        wanted = sorted(given, key=lambda a: (a.version, int(a)))
         self.nodes = assign_nodes(wanted, self.nodes, self.limit)
         self.refused = len(wanted) - len(self.nodes)
         return self.nodes
 
     def with_filters(self, tree: DeviceTree, cls: str | None, *, mirrored: bool) -> DeviceTree:
-        """`with_member_filters` for the current nodes, each filter built once per change
-        (a tick runs this ten times a second; members change a few times an hour)."""
+        """`tree` plus the members' filters into `cls` (itself when there are none), each
+        filter built once per change (a tick runs this ten times a second; members change a
+        few times an hour)."""
         if cls is None or not self.nodes:
             return tree
         classids = {c.name: cid for cid, c in tree.classes.items() if c.name}
