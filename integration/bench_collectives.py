@@ -189,8 +189,9 @@ def _target_lines(results: dict[str, tuple[Run, list[float]]]) -> list[BenchLine
         BenchLine("collectives: adaptive vs the best fixed chunk size, worst rate level",
                   slowest, 1.0, "x of best", slowest,
                   "<= 1.05x at every rate level" + ("" if slowest <= 1.05 else
-                  "; MISS: a level is 2-4 steps; since chunks cover ten RTTs the worst level is the"
-                  " first (200 mbit), whose steps are planned from the warm-up's measurements"),
+                  "; MISS: the first step after a rate change is cut from the previous level's"
+                  " measured grant (it is measured by that step's own chunks), and a level is"
+                  " only 6-20 steps"),
                   slowest <= 1.05),
         BenchLine(f"collectives: adaptive vs the worst fixed chunk size ({worst_name})",
                   ours, worst.mean_step_s(), "s", vs_worst, ">= 1.2x faster", vs_worst >= 1.2),
