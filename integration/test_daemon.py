@@ -75,7 +75,8 @@ def test_daemon_serves_api_metrics_and_measures_its_peer(testbed, tmp_path):
                         f"'http://127.0.0.1:{METRICS_PORT}/metrics',timeout=5).read().decode())"]).stdout
         for name in ("qosd_class_transmit_bytes_total", "qosd_class_rate_bytes_per_second",
                      "qosd_class_ceil_bytes_per_second", "qosd_class_backlog_bytes",
-                     "qosd_class_drops_total", "qosd_peer_rtt_seconds",
+                     "qosd_class_drops_total", "qosd_class_overlimits_total",
+                     "qosd_peer_rtt_seconds",
                      "qosd_collective_bytes_total"):
             assert name in scrape, name
         assert 'qosd_class_rate_bytes_per_second{class="compute",interface="eth0"}' in scrape

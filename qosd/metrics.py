@@ -41,6 +41,7 @@ class ClassStats:
     backlog_bytes: int
     rate_bytes_per_second: float
     ceil_bytes_per_second: float
+    overlimits_total: int
 
 
 @dataclass(frozen=True)
@@ -184,6 +185,10 @@ def _class_families(snap: MetricsSnapshot) -> list[Metric]:
                              "Rate granted to the class by the controller.", labels=CLASS_LABELS)
     ceil = GaugeMetricFamily("qosd_class_ceil_bytes_per_second",
                              "Ceiling the class may borrow up to.", labels=CLASS_LABELS)
+    overlimits = CounterMetricFamily(
+        "qosd_class_overlimits_total",
+        "Times the class had a packet to send and was over its rate and could not borrow "
+        "(HTB's overlimits): the shaper, not the path, held it back.", labels=CLASS_LABELS)
     for c in snap.classes:
         labels = [c.interface, c.class_name]
         tx.add_metric(labels, c.transmit_bytes_total)
@@ -191,7 +196,8 @@ def _class_families(snap: MetricsSnapshot) -> list[Metric]:
         backlog.add_metric(labels, c.backlog_bytes)
         rate.add_metric(labels, c.rate_bytes_per_second)
         ceil.add_metric(labels, c.ceil_bytes_per_second)
-    return [tx, drops, backlog, rate, ceil]
+        overlimits.add_metric(labels, c.overlimits_total)
+    return [tx, drops, backlog, rate, ceil, overlimits]
 
 
 def _peer_families(snap: MetricsSnapshot) -> list[Metric]:

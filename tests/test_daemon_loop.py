@@ -319,3 +319,21 @@ def test_a_download_queue_yields_the_ingress_scavenger_and_leaves_the_uplink(tmp
     assert yields and yields[-1].new_bps < 95_000_000
     ingress = kernel.snapshot("eth0").ingress
     assert ingress.classes[in_cid["disk"]].ceil_bps <= yields[-1].new_bps
+
+
+def test_the_kernels_overlimits_counter_reaches_the_scrape_per_class(tmp_path):
+    from qosd.daemon.publish import RepairLog, capture
+    from qosd.metrics import render
+
+    h = Harness(tmp_path)
+    h.run(2, {"disk": 50e6})
+    h.clock.t_s += 0.1
+    h.kernel.stats[("eth0", h.cid["disk"])] = ClassStats(h.bytes["disk"] + 625_000, 0, 0, 0, 0,
+                                                         777)
+    h.loop.tick()
+    snap = capture(h.loop, h.policy, policy_path="p.yaml", state="running", now_s=0.0,
+                   uptime_s=0.0, peers={}, jobs=(), repairs=RepairLog(), metrics_addr=None)
+    samples = {s.labels["class"]: s.value
+               for f in render(snap.metrics) if f.name == "qosd_class_overlimits"
+               for s in f.samples}
+    assert samples == {"compute": 0, "disk": 777, "other": 0}

@@ -13,6 +13,7 @@ from qosd.telemetry import TelemetryRecord, TelemetryStore
 CONTRACT = {
     "qosd_class_transmit_bytes": ("counter", {"interface", "class"}),
     "qosd_class_drops": ("counter", {"interface", "class"}),
+    "qosd_class_overlimits": ("counter", {"interface", "class"}),
     "qosd_class_backlog_bytes": ("gauge", {"interface", "class"}),
     "qosd_class_rate_bytes_per_second": ("gauge", {"interface", "class"}),
     "qosd_class_ceil_bytes_per_second": ("gauge", {"interface", "class"}),
@@ -43,8 +44,8 @@ def snapshot() -> MetricsSnapshot:
     for step, duration_s in enumerate((0.004, 0.18, 0.22, 7.0)):
         store.record(record(duration_s=duration_s, step=step))
     return MetricsSnapshot(
-        classes=(ClassStats("veth0", "compute", 123_456, 2, 1500, 10e6, 12.5e6),
-                 ClassStats("veth0", "disk", 9_999_999, 40, 900_000, 1.875e6, 12.5e6)),
+        classes=(ClassStats("veth0", "compute", 123_456, 2, 1500, 10e6, 12.5e6, 0),
+                 ClassStats("veth0", "disk", 9_999_999, 40, 900_000, 1.875e6, 12.5e6, 5_321)),
         peers=(PeerStats("198.18.1.2", "compute", 0.0123, 9.5e6, 7),
                PeerStats("198.18.1.3", "disk", None, None, 0)),
         paths=(PeerPathStats("gpu-b", "compute", "icmp", 0.0149, 0.0),
@@ -77,6 +78,7 @@ def test_sample_names_follow_prometheus_suffixes():
     families = scrape(snapshot())
     names = {s.name for f in families.values() for s in f.samples}
     assert {"qosd_class_transmit_bytes_total", "qosd_class_drops_total",
+            "qosd_class_overlimits_total",
             "qosd_peer_retransmits_total", "qosd_controller_decisions_total",
             "qosd_collective_bytes_total", "qosd_collective_duration_seconds_bucket",
             "qosd_collective_duration_seconds_sum",
@@ -96,6 +98,8 @@ def test_values_render_per_label_set():
     assert value(families, "qosd_class_transmit_bytes", "qosd_class_transmit_bytes_total",
                  interface="veth0", **{"class": "disk"}) == 9_999_999
     assert value(families, "qosd_class_rate_bytes_per_second", **{"class": "compute"}) == 10e6
+    assert value(families, "qosd_class_overlimits", "qosd_class_overlimits_total",
+                 **{"class": "disk"}) == 5_321
     assert value(families, "qosd_peer_rtt_seconds", peer="198.18.1.2") == pytest.approx(0.0123)
     assert value(families, "qosd_controller_decisions", "qosd_controller_decisions_total",
                  reason="queue-delay") == 12

@@ -179,7 +179,8 @@ class ControlLoop:
             rate_bps = granted.rate_bps if granted else 0
             samples[name] = ClassSample.measure(name, tx_bps, st.backlog_bytes, st.drops_total, rate_bps)
             views[name] = ClassView(name, rate_bps, granted.ceil_bps if granted else 0, tx_bps,
-                                    st.backlog_bytes, st.drops_total, st.bytes_total)
+                                    st.backlog_bytes, st.drops_total, st.bytes_total,
+                                    st.overlimits_total)
         if not ingress:
             self.views = views
         return samples, rates.get(ROOT_CLASSID, 0.0) * 8

@@ -44,6 +44,7 @@ class ClassView:
     backlog_bytes: int
     drops_total: int
     bytes_total: int
+    overlimits_total: int
 
 
 @dataclass(frozen=True)
@@ -162,7 +163,8 @@ class DaemonSnapshot:
                        transmit_bytes_total=c.bytes_total, drops_total=c.drops_total,
                        backlog_bytes=c.backlog_bytes,
                        rate_bytes_per_second=granted[c.name].rate_bps / 8,
-                       ceil_bytes_per_second=granted[c.name].ceil_bps / 8)
+                       ceil_bytes_per_second=granted[c.name].ceil_bps / 8,
+                       overlimits_total=c.overlimits_total)
             for c in self.classes)
         peers = tuple(PeerStats(peer=p.name, class_name=PROBE_CLASS, rtt_s=p.rtt_s,
                                 delivery_rate_bytes_per_second=None, retransmits_total=0)
