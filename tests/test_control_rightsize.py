@@ -42,6 +42,15 @@ def test_a_clear_regression_restores_the_last_good_cap_at_once():
     assert state.cap_bps is None, "no good cap yet: compute goes back to unconstrained"
 
 
+def test_a_held_cap_that_stops_keeping_the_slack_is_lifted_and_the_reference_remeasured():
+    held = SizingState("hold", 0.2, 50 * MBIT, 50 * MBIT, (), 0.0)
+    state, why = update(held, 1.0, (0.3, 0.3, 0.3), SLACK, LINK)
+    assert why == "step-regression" and state.cap_bps is None and state.phase == "measure"
+    for i in range(SizingTuning().window):
+        state, _ = update(state, 2.0 + i, (0.3,), SLACK, LINK)
+    assert state.ref_s == 0.3 and state.phase == "lower"
+
+
 def test_the_reference_is_measured_again_after_a_while():
     held = SizingState("hold", 0.2, 50 * MBIT, 50 * MBIT, (), 0.0)
     state, why = update(held, SizingTuning().remeasure_s + 1, (0.2,), SLACK, LINK)
@@ -76,6 +85,21 @@ def test_controller_applies_the_cap_with_recorded_reasons():
     assert g["disk"].rate_bps >= LINK - g["compute"].ceil_bps - 10 * MBIT - 1
     reasons = {d.reason for d in decisions if d.cls in ("compute", "disk")}
     assert {"step-slack", "step-regression"} <= reasons
+
+
+def test_a_link_cut_leaves_compute_its_cap_and_takes_it_from_disk():
+    policy = replace(POLICY, control=replace(POLICY.control, mode="right-size", step_slack=SLACK))
+    state = initial_state(policy, NOON)
+    for i in range(600):
+        state, _ = step(policy, state, _tick(i * 0.1, (job_step_s(state.sizing.cap_bps),)))
+    cap, cut_bps = state.sizing.cap_bps, 80 * MBIT
+    state = replace(state, autorate=replace(state.autorate, link_bps=cut_bps))
+    state, _ = step(policy, state, _tick(60.0, (job_step_s(cap),)))
+    g, link = grants(state), state.autorate.link_bps
+    assert link < LINK
+    assert g["compute"].rate_bps == cap == g["compute"].ceil_bps
+    assert sum(x.rate_bps for x in g.values()) <= link
+    assert g["disk"].rate_bps < LINK - cap - 10 * MBIT, "disk's guarantee shrank with the link"
 
 
 def test_observe_mode_changes_nothing():

@@ -13,7 +13,10 @@ come down to the cap, the scavengers' guarantee rises to what compute no longer 
    job (or the network) may have changed.
 Fast restore: in any phase with a cap, the median of the last `fast_steps` steps above
 `ref * (1 + fast_slack_factor * slack)` restores the last good cap (none: unconstrained)
-without waiting for a full window.
+without waiting for a full window. When the cap in force *is* the good one (held, and the
+job or the path changed under it), there is nothing better to restore: compute goes back
+to unconstrained and the reference is measured again, rather than holding a cap that no
+longer keeps the slack until `remeasure_s` runs out.
 """
 
 from __future__ import annotations
@@ -74,6 +77,8 @@ def update(state: SizingState, now_s: float, steps_s: Sequence[float], slack: fl
     fast = recent[-tuning.fast_steps:]
     if state.cap_bps is not None and len(fast) == tuning.fast_steps and \
             _median(fast) > ref * (1 + tuning.fast_slack_factor * slack):
+        if state.cap_bps == state.good_cap_bps:
+            return SizingState("measure", None, None, None, (), now_s), "step-regression"
         return SizingState("hold", ref, state.good_cap_bps, state.good_cap_bps, (), now_s), \
             "step-regression"
     if state.phase == "hold":
