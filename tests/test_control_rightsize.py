@@ -42,13 +42,18 @@ def test_a_clear_regression_restores_the_last_good_cap_at_once():
     assert state.cap_bps is None, "no good cap yet: compute goes back to unconstrained"
 
 
-def test_a_held_cap_that_stops_keeping_the_slack_is_lifted_and_the_reference_remeasured():
-    held = SizingState("hold", 0.2, 50 * MBIT, 50 * MBIT, (), 0.0)
-    state, why = update(held, 1.0, (0.3, 0.3, 0.3), SLACK, LINK)
-    assert why == "step-regression" and state.cap_bps is None and state.phase == "measure"
-    for i in range(SizingTuning().window):
-        state, _ = update(state, 2.0 + i, (0.3,), SLACK, LINK)
-    assert state.ref_s == 0.3 and state.phase == "lower"
+def test_a_held_cap_that_stops_keeping_the_slack_goes_up_a_step_at_a_time():
+    state, caps = SizingState("hold", 0.2, 50 * MBIT, 50 * MBIT, (), 0.0), []
+    for i in range(10):
+        state, why = update(state, 1.0 + i, (0.3, 0.3, 0.3), SLACK, LINK)
+        if why is None:
+            break
+        assert why == "step-regression" and state.phase == "hold"
+        assert state.good_cap_bps == state.cap_bps, "the raised cap is the one held"
+        caps.append(state.cap_bps)
+    assert caps[0] == int(50 * MBIT / SizingTuning().lower_factor)
+    assert caps[:-1] == sorted(caps[:-1]) and caps[-1] is None, "unconstrained in the end"
+    assert len(caps) == 5, "one step per clear regression, not straight to unconstrained"
 
 
 def test_the_reference_is_measured_again_after_a_while():

@@ -14,9 +14,13 @@ come down to the cap, the scavengers' guarantee rises to what compute no longer 
 Fast restore: in any phase with a cap, the median of the last `fast_steps` steps above
 `ref * (1 + fast_slack_factor * slack)` restores the last good cap (none: unconstrained)
 without waiting for a full window. When the cap in force *is* the good one (held, and the
-job or the path changed under it), there is nothing better to restore: compute goes back
-to unconstrained and the reference is measured again, rather than holding a cap that no
-longer keeps the slack until `remeasure_s` runs out.
+job or the path changed under it), there is nothing better to restore: the cap goes up one
+step (`1 / lower_factor`; at the link, none) and is held as the new good one, rather than
+held where it no longer keeps the slack until `remeasure_s` runs out. One step, not
+straight to unconstrained: on an uplink whose bottleneck is beyond the host, autorate's
+probes make a few slow steps now and then whatever compute's cap (measured: 3 in a row at
+1.2x under protect mode too), and lifting the cap on each made right-size spend most of its
+time measuring again (cap 53 -> 102, lowered, lifted again within 10 s).
 """
 
 from __future__ import annotations
@@ -78,7 +82,9 @@ def update(state: SizingState, now_s: float, steps_s: Sequence[float], slack: fl
     if state.cap_bps is not None and len(fast) == tuning.fast_steps and \
             _median(fast) > ref * (1 + tuning.fast_slack_factor * slack):
         if state.cap_bps == state.good_cap_bps:
-            return SizingState("measure", None, None, None, (), now_s), "step-regression"
+            up = int(state.cap_bps / tuning.lower_factor)
+            cap = None if up >= link_bps else up
+            return SizingState("hold", ref, cap, cap, (), now_s), "step-regression"
         return SizingState("hold", ref, state.good_cap_bps, state.good_cap_bps, (), now_s), \
             "step-regression"
     if state.phase == "hold":
