@@ -43,9 +43,12 @@ def test_a_clear_regression_restores_the_last_good_cap_at_once():
 
 
 def test_a_held_cap_that_stops_keeping_the_slack_goes_up_a_step_at_a_time():
+    window = SizingTuning().window
     state, caps = SizingState("hold", 0.2, 50 * MBIT, 50 * MBIT, (), 0.0), []
+    state, why = update(state, 0.5, (0.3,) * (window - 1), SLACK, LINK)
+    assert why is None and state.cap_bps == 50 * MBIT, "a held cap is judged on a full window"
     for i in range(10):
-        state, why = update(state, 1.0 + i, (0.3, 0.3, 0.3), SLACK, LINK)
+        state, why = update(state, 1.0 + i, (0.3,) * window, SLACK, LINK)
         if why is None:
             break
         assert why == "step-regression" and state.phase == "hold"
@@ -53,7 +56,14 @@ def test_a_held_cap_that_stops_keeping_the_slack_goes_up_a_step_at_a_time():
         caps.append(state.cap_bps)
     assert caps[0] == int(50 * MBIT / SizingTuning().lower_factor)
     assert caps[:-1] == sorted(caps[:-1]) and caps[-1] is None, "unconstrained in the end"
-    assert len(caps) == 5, "one step per clear regression, not straight to unconstrained"
+    assert len(caps) == 5, "one step per regressed window, not straight to unconstrained"
+
+
+def test_a_few_slow_steps_at_the_held_cap_move_nothing():
+    state = SizingState("hold", 0.2, 50 * MBIT, 50 * MBIT, (), 0.0)
+    for i, step_s in enumerate((0.2, 0.2, 0.3, 0.3, 0.3, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2)):
+        state, why = update(state, 1.0 + i, (step_s,), SLACK, LINK)
+        assert why is None and state.cap_bps == 50 * MBIT
 
 
 def test_the_reference_is_measured_again_after_a_while():

@@ -11,16 +11,18 @@ come down to the cap, the scavengers' guarantee rises to what compute no longer 
    cap is good and drops by `lower_factor`; if not, the last good cap is restored and held.
 3. *hold*: the good cap stays; after `remeasure_s` the reference is measured again, since the
    job (or the network) may have changed.
-Fast restore: in any phase with a cap, the median of the last `fast_steps` steps above
-`ref * (1 + fast_slack_factor * slack)` restores the last good cap (none: unconstrained)
-without waiting for a full window. When the cap in force *is* the good one (held, and the
-job or the path changed under it), there is nothing better to restore: the cap goes up one
-step (`1 / lower_factor`; at the link, none) and is held as the new good one, rather than
-held where it no longer keeps the slack until `remeasure_s` runs out. One step, not
-straight to unconstrained: on an uplink whose bottleneck is beyond the host, autorate's
-probes make a few slow steps now and then whatever compute's cap (measured: 3 in a row at
-1.2x under protect mode too), and lifting the cap on each made right-size spend most of its
-time measuring again (cap 53 -> 102, lowered, lifted again within 10 s).
+Fast restore: while a cap is on trial (lowered, not yet judged good), the median of the
+last `fast_steps` steps above `ref * (1 + fast_slack_factor * slack)` restores the last good
+cap (none: unconstrained) without waiting for a full window.
+Held: when the good cap itself stops keeping the slack (the job or the path changed under
+it), judged on a full window's median, the cap goes up one step (`1 / lower_factor`; at the
+link, none) and is held as the new good one, rather than held where it no longer keeps the
+slack until `remeasure_s` runs out. A full window and one step, not three steps and straight
+to unconstrained: on an uplink whose bottleneck is beyond the host, autorate's probes make
+a few slow steps now and then whatever compute's cap (measured: up to 3 in a row at 1.2x in
+protect mode too); lifting the cap on each made right-size spend most of its time measuring
+again (53 -> 102 mbit, lowered, lifted again within 10 s), and a fast raise on each ratcheted
+it up (45 -> 63 mbit in 30 s).
 """
 
 from __future__ import annotations
@@ -79,17 +81,19 @@ def update(state: SizingState, now_s: float, steps_s: Sequence[float], slack: fl
         return SizingState("lower", ref, cap, None, (), now_s), "step-slack"
     assert ref is not None
     fast = recent[-tuning.fast_steps:]
-    if state.cap_bps is not None and len(fast) == tuning.fast_steps and \
+    trial = state.cap_bps is not None and state.cap_bps != state.good_cap_bps
+    if trial and len(fast) == tuning.fast_steps and \
             _median(fast) > ref * (1 + tuning.fast_slack_factor * slack):
-        if state.cap_bps == state.good_cap_bps:
-            up = int(state.cap_bps / tuning.lower_factor)
-            cap = None if up >= link_bps else up
-            return SizingState("hold", ref, cap, cap, (), now_s), "step-regression"
         return SizingState("hold", ref, state.good_cap_bps, state.good_cap_bps, (), now_s), \
             "step-regression"
     if state.phase == "hold":
         if now_s - state.since_s >= tuning.remeasure_s:
             return SizingState("measure", None, None, None, (), now_s), "step-regression"
+        if state.cap_bps is not None and len(recent) == tuning.window and \
+                _median(recent) > ref * (1 + slack):
+            up = int(state.cap_bps / tuning.lower_factor)
+            cap = None if up >= link_bps else up
+            return SizingState("hold", ref, cap, cap, (), now_s), "step-regression"
         return state, None
     if len(recent) < tuning.window:
         return state, None
