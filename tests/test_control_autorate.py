@@ -4,6 +4,7 @@ The headline case is a host whose policy link equals the real bottleneck: its HT
 little bursty, overfills the bottleneck's FIFO at the nominal rate and never drains it.
 """
 
+import math
 import random
 from datetime import datetime
 
@@ -231,3 +232,68 @@ def test_a_probe_hit_after_a_capacity_drops_cuts_is_not_undone_as_deaf():
     assert probes, moves                                   # the case: it probed past 40
     assert all(bps <= 46 * MBIT for now, _, bps in moves if now > 2.5), moves
     assert st.link_bps <= 44 * MBIT and st.deaf_floor_s is None, moves
+
+
+def _replay(st, measured, policy_link_bps=100 * MBIT):
+    """Feed measured ticks (s, raw queue delay s, what the host sent in mbit) to the link
+    rule; the host never sends more than the link it is shaped to. Returns the moves."""
+    from qosd.control.autorate import update_link
+    from qosd.control.delay import delay_view
+    from qosd.control.signals import PathSample, Tick
+
+    prev = older = None
+    moves = []
+    for now, delay, sent_mbit in measured:
+        view = delay_view(delay, prev, DT_S, TARGET_S, TUNING, older, 2 * DT_S)
+        tick = Tick(now, NOON, {}, PathSample(delay, 0.02, 0.02),
+                    min(sent_mbit * MBIT, st.link_bps))
+        st, why = update_link(st, view, tick, policy_link_bps, DT_S, TUNING)
+        if why:
+            moves.append((now, why, st.link_bps))
+        prev, older = delay, prev
+    return st, moves
+
+
+# measured on the capacity-drop test (router 100 -> 40 mbit at 2.55 s), the link resting at
+# 96.9 mbit after a standing-queue cut at 1.97 s: the drop's queue was seen mild (6-9 ms,
+# rising too slowly to read as building), then two TCP uploads held it at 5-8 ms, shrinking
+# 1-8 ms/s, and the link stayed at 96.9 until the delay touched target 2.4 s later
+MILD_DROP = [  # (s, raw queue delay s, what the host sent, mbit)
+    (2.5, 0.0017, 98), (2.6, 0.0017, 64), (2.7, 0.0063, 41), (2.8, 0.0093, 37),
+    (2.9, 0.0080, 38), (3.0, 0.0077, 39), (3.1, 0.0065, 41), (3.2, 0.0068, 39),
+    (3.3, 0.0064, 41), (3.4, 0.0063, 39), (3.5, 0.0060, 40), (3.6, 0.0058, 40),
+    (3.7, 0.0056, 40), (3.8, 0.0053, 40), (3.9, 0.0051, 40), (4.0, 0.0050, 40),
+    (4.1, 0.0051, 40), (4.2, 0.0050, 40), (4.3, 0.0050, 40), (4.4, 0.0051, 40)]
+
+
+def _resting_at_97():
+    from qosd.control.autorate import AutorateState
+    return AutorateState(link_bps=int(96.9 * MBIT), calm_since_s=2.0, last_cut_s=1.97,
+                         capacity_hint_bps=int(99.9 * MBIT), cut_from_bps=100 * MBIT,
+                         tx_avg_bps=97.8 * MBIT, episode_s=1.97, episode_from_bps=100 * MBIT,
+                         episode_delay_s=0.0028, cut_delay_s=0.0028, cut_low_s=0.0017)
+
+
+def test_a_mild_queue_that_shrinks_slowly_on_a_link_it_does_not_fill_is_cut_within_a_second():
+    st, moves = _replay(_resting_at_97(), [m for m in MILD_DROP if m[0] <= 3.55])
+    cuts = [(now, bps) for now, why, bps in moves if why == "upstream-bottleneck"]
+    assert cuts and cuts[0][0] - 2.55 <= 1.0, moves
+    # on what got through, not on the smoothed rate that still remembers 97 mbit
+    assert 0.75 * 40 * MBIT <= cuts[0][1] <= 40 * MBIT, moves
+    assert 0.75 * 40 * MBIT <= st.link_bps <= 40 * MBIT, moves
+
+
+def test_a_queue_over_target_holds_a_cut_back_no_longer_than_the_shrink_hold():
+    # the same drop, with the queue's excess over target decaying by e every 0.4 s: fast
+    # enough on every tick to pass for a cut's drain, yet over target for good; once it has
+    # been over for link_shrink_hold_s it holds the cut back no longer
+    def excess_s(now: float) -> float:
+        return 0.0045 * math.exp(-(now - 2.75) / 0.4)
+    decaying = [(now, delay if now < 2.75 else round(TARGET_S + excess_s(now), 6), sent)
+                for now, delay, sent in MILD_DROP if now <= 4.15]
+    over_from = next(now for now, d, _ in decaying if d > TARGET_S)
+    st, moves = _replay(_resting_at_97(), decaying)
+    cuts = [now for now, why, _ in moves if why == "upstream-bottleneck"]
+    assert cuts and cuts[0] - over_from >= TUNING.link_persist_s, moves   # the drain held it
+    assert cuts[0] - over_from <= TUNING.link_shrink_hold_s + 2 * DT_S, moves
+    assert st.link_bps <= 40 * MBIT, moves

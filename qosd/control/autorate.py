@@ -198,7 +198,7 @@ def _maybe_cut(st: AutorateState, view: DelayView, tick: Tick, tick_tx_bps: floa
                   and (probing or severe or not full))
     standing = plateau is None and full and st.band_share >= tuning.link_standing_share
     shrinking = view.draining or view.slope < 0.0
-    slow_drain = severe and view.slope > -delay_s / tuning.link_drain_s
+    slow_drain = _drains_slowly(st, view, now, severe, tuning)
     if not (building or standing or ((probe_hit or persistent)
                                      and (slow_drain or not shrinking))):
         return None
@@ -207,7 +207,8 @@ def _maybe_cut(st: AutorateState, view: DelayView, tick: Tick, tick_tx_bps: floa
     if probe_hit and not (building or severe):
         estimate_bps = (min(st.probe_from_bps, link_bps) + link_bps) / 2.0
     else:
-        rate_in = tick_tx_bps if building else link_bps if full else tx_bps
+        rate_in = (tick_tx_bps if building else link_bps if full
+                   else _delivered_bps(tx_bps, tick_tx_bps, tuning))
         estimate_bps = min(float(link_bps), rate_in / (1.0 + slope))
     drain = 1.0 - delay_s / tuning.link_drain_s
     factor = max(tuning.link_drain_floor, min(tuning.link_settle_frac, drain))
@@ -225,6 +226,27 @@ def _maybe_cut(st: AutorateState, view: DelayView, tick: Tick, tick_tx_bps: floa
     return replace(st, link_bps=new_bps, last_cut_s=now, cut_delay_s=delay_s, cut_low_s=delay_s,
                    capacity_hint_bps=int(estimate_bps),
                    hold_s=hold_s, probe_streak=0, band_share=0.0, cut_from_bps=link_bps)
+
+
+def _drains_slowly(st: AutorateState, view: DelayView, now: float, severe: bool,
+                   tuning: Tuning) -> bool:
+    """A queue over target that shrinks, but not fast enough to be under target (gone, when
+    severe) within `link_drain_s`, or that has been over target for `link_shrink_hold_s`
+    however it moves: not a cut's drain, so it does not hold the next cut back. Measured:
+    with the router at 40 mbit under a link at 97 (the drop's queue seen mild, 6-9 ms, its
+    rise too slow to read as building), two TCP uploads held the router's queue at 5-8 ms
+    shrinking 1-8 ms/s, and the link stayed at 97 for 2.5 s until the delay touched target."""
+    floor_s = 0.0 if severe else view.target_s
+    return (view.slope > -((view.delay_s or 0.0) - floor_s) / tuning.link_drain_s
+            or _for(st.over_since_s, now, tuning.link_shrink_hold_s))
+
+
+def _delivered_bps(avg_bps: float, tick_bps: float, tuning: Tuning) -> float:
+    """What the host gets through a bottleneck below a link it does not fill: this tick's
+    send rate, since the smoothed one still remembers the rate before a drop (measured
+    45 mbit a second after a drop to 40: a cut on it rested above the router), but not
+    less than `link_drain_floor` of the smoothed one (a tick where the senders stalled)."""
+    return min(avg_bps, max(tick_bps, tuning.link_drain_floor * avg_bps))
 
 
 def _refine_on_drain(st: AutorateState, view: DelayView, now: float,
