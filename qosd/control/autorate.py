@@ -20,9 +20,12 @@ Evidence that the shaped link is at or above the bottleneck:
 - persistent: delay over target for `link_persist_s` with the link not full (the
   bottleneck is upstream of a rate the host does not even reach), or past its plateau, or
   the delay severe (at the plateau a mild excursion over target may be the host's own
-  wander: cutting on each would ratchet the plateau down); a severe queue that shrinks, but
-  too slowly to be gone within `link_drain_s`, still counts (a cut that landed at the new
-  bottleneck's own rate never drains what the drop left);
+  wander: cutting on each would ratchet the plateau down). A queue that shrinks waits for
+  the next cut only while the link is full (a cut's drain), and only while it shrinks fast
+  enough to be under target (a severe one: gone) within `link_drain_s`, for at most
+  `link_shrink_hold_s` over target (a cut that landed at the new bottleneck's own rate
+  never drains what the drop left; on a link the host does not fill, the shrinking is the
+  senders backing off at the bottleneck, and they fill it again);
 - (never) deaf: when cuts took the link to half of where their episode began and a second
   later the delay is as high as when it began, and as high as at the last cut once that cut
   has had `link_refractory_s` to act (it never fell below), the queue is not this link's (a download's, seen by
@@ -40,9 +43,12 @@ drains, and the estimate is remembered (cake-autorate's and StormGuard's memory 
 bad rate). The estimate is queue conservation at a FIFO, rate in / (1 + d(delay)/dt). The slope is
 taken over two ticks, over one only for the first cut of an episode (where two ticks count
 the onset of a rise half). The rate in is this tick's send rate while the queue builds
-(the senders push into it now), else the shaped rate on a full link or the host's send
-rate smoothed over a few ticks (one tick's wobbles with bursts, and stalls while the
-senders react to the queue). A first cut on such a sample can go too deep; the queue then
+(the senders push into it now), else the shaped rate on a full link, or what got through
+a link the host does not fill: its send rate over the last two ticks, at most the one
+smoothed over a few ticks (one tick wobbles with bursts and stalls while the senders react
+to the queue; the smoothed one still remembers the rate before a drop). A link counts as
+full when the smoothed rate or either of the last two ticks fills it (one stalled tick
+does not make it idle). A first cut on such a sample can go too deep; the queue then
 drains, and its draining slope corrects the estimate upward (conservation again) before
 the link returns to the plateau. After a mild probe hit the bottleneck lies between the level
 the step left, which held a while, and the one it reached: the estimate is their middle. A
@@ -88,6 +94,7 @@ class AutorateState:
     hold_s: float = 2.0                    # how long to sit at the plateau before probing
     probe_streak: int = 0                  # probe steps since the plateau: each doubles
     tx_avg_bps: float | None = None        # the host's send rate, smoothed over a few ticks
+    tx_last_bps: float | None = None       # ... and as it was on the last tick
     band_share: float = 0.0                # smoothed share of recent ticks above the band
     episode_s: float | None = None         # when this episode of cuts began ...
     episode_from_bps: int = 0              # ... from which link ...
@@ -116,9 +123,11 @@ def update_link(st: AutorateState, view: DelayView, tick: Tick, policy_link_bps:
     now = tick.now_s
     band = view.delay_s is not None and view.delay_s > tuning.hold_band * view.target_s
     tx, avg = tick.link_tx_rate_bps if tx_bps is None else tx_bps, st.tx_avg_bps
+    sent_bps = (tx, tx if st.tx_last_bps is None else st.tx_last_bps)   # this tick, the last
     st = replace(st, over_since_s=_since(view.over, st.over_since_s, now),
                  calm_since_s=_since(not view.over, st.calm_since_s, now),
                  tx_avg_bps=tx if avg is None else avg + tuning.link_tx_gain * (tx - avg),
+                 tx_last_bps=tx,
                  band_share=st.band_share + tuning.link_share_gain * (band - st.band_share))
     if view.raw_s is None and st.capacity_hint_bps is not None:
         st = replace(st, capacity_hint_bps=None)   # blind: back to the policy, not a guess
@@ -133,7 +142,7 @@ def update_link(st: AutorateState, view: DelayView, tick: Tick, policy_link_bps:
     deaf = (st.deaf_floor_s is not None and view.delay_s is not None
             and view.delay_s < st.deaf_floor_s + view.target_s)
     if band and not deaf and queue_here:
-        cut = _maybe_cut(st, view, tick, tx, policy_link_bps, interval_s, tuning)
+        cut = _maybe_cut(st, view, tick, sent_bps, policy_link_bps, interval_s, tuning)
         if cut is not None:
             return cut, "upstream-bottleneck"
     st = _refine_on_drain(st, view, now, tuning)
@@ -152,13 +161,17 @@ def _deaf(st: AutorateState, view: DelayView, now: float, tuning: Tuning) -> boo
     episode began at a queue's
     onset, and a capacity drop's queue keeps growing past that level for a while after
     the first cuts even though it answers each (measured: a cut to 37 mbit under a 40 mbit
-    router undone 0.1 s later while the delay fell 23 -> 17 ms, read against a 7.5 ms onset)."""
+    router undone 0.1 s later while the delay fell 23 -> 17 ms, read against a 7.5 ms onset).
+    A queue that falls now is answering a cut, however late: it is judged on a tick where
+    it does not (a cut below the bottleneck on a queue still rising from before it peaked
+    at 31 ms and fell to 23 when judged; a download's queue comes back up soon enough)."""
     return (st.episode_s is not None and view.delay_s is not None
             and st.last_cut_s is not None
             and now - st.episode_s >= tuning.link_deaf_after_s - EPS_S
             and now - st.last_cut_s >= tuning.link_refractory_s - EPS_S
             and st.link_bps <= tuning.link_deaf_frac * st.episode_from_bps
             and view.delay_s >= tuning.link_deaf_keep * st.episode_delay_s
+            and view.slope >= 0.0
             and st.cut_low_s >= tuning.link_deaf_keep * st.cut_delay_s)
 
 
@@ -176,17 +189,18 @@ def is_probing(st: AutorateState, policy_link_bps: int, tuning: Tuning) -> bool:
     return plateau is not None and st.link_bps > plateau + slack_bps
 
 
-def _maybe_cut(st: AutorateState, view: DelayView, tick: Tick, tick_tx_bps: float,
+def _maybe_cut(st: AutorateState, view: DelayView, tick: Tick, sent_bps: tuple[float, float],
                policy_link_bps: int, interval_s: float,
                tuning: Tuning) -> AutorateState | None:
     now, tx_bps, link_bps = tick.now_s, st.tx_avg_bps or 0.0, st.link_bps
+    tick_tx_bps = sent_bps[0]
     if tx_bps < tuning.link_min_load_frac * policy_link_bps:
         return None
     holdoff_s = max(interval_s, tick.path.rtt_s or 0.0, tuning.link_refractory_s)
     if st.last_cut_s is not None and now - st.last_cut_s < holdoff_s - EPS_S:
         return None
     min_change_bps = tuning.min_change_frac * policy_link_bps
-    full = tx_bps >= tuning.link_full_frac * link_bps
+    full = max(tx_bps, *sent_bps) >= tuning.link_full_frac * link_bps   # one stall: still full
     plateau = plateau_bps(st, tuning)
     probing = is_probing(st, policy_link_bps, tuning)
     delay_s = view.delay_s or 0.0
@@ -199,8 +213,8 @@ def _maybe_cut(st: AutorateState, view: DelayView, tick: Tick, tick_tx_bps: floa
     standing = plateau is None and full and st.band_share >= tuning.link_standing_share
     shrinking = view.draining or view.slope < 0.0
     slow_drain = _drains_slowly(st, view, now, severe, tuning)
-    if not (building or standing or ((probe_hit or persistent)
-                                     and (slow_drain or not shrinking))):
+    held = shrinking and full and not slow_drain    # a cut's drain: wait for it
+    if not (building or standing or ((probe_hit or persistent) and not held)):
         return None
     fresh = st.last_cut_s is None or now - st.last_cut_s > tuning.link_episode_s
     slope = max(view.slope, view.growth) if fresh else view.slope
@@ -208,7 +222,7 @@ def _maybe_cut(st: AutorateState, view: DelayView, tick: Tick, tick_tx_bps: floa
         estimate_bps = (min(st.probe_from_bps, link_bps) + link_bps) / 2.0
     else:
         rate_in = (tick_tx_bps if building else link_bps if full
-                   else _delivered_bps(tx_bps, tick_tx_bps, tuning))
+                   else min(tx_bps, sum(sent_bps) / 2))
         estimate_bps = min(float(link_bps), rate_in / (1.0 + slope))
     drain = 1.0 - delay_s / tuning.link_drain_s
     factor = max(tuning.link_drain_floor, min(tuning.link_settle_frac, drain))
@@ -235,18 +249,11 @@ def _drains_slowly(st: AutorateState, view: DelayView, now: float, severe: bool,
     however it moves: not a cut's drain, so it does not hold the next cut back. Measured:
     with the router at 40 mbit under a link at 97 (the drop's queue seen mild, 6-9 ms, its
     rise too slow to read as building), two TCP uploads held the router's queue at 5-8 ms
-    shrinking 1-8 ms/s, and the link stayed at 97 for 2.5 s until the delay touched target."""
+    shrinking 1-8 ms/s, and the link stayed at 97 for 2.5 s until the delay touched target
+    (about one run in six of the capacity-drop test)."""
     floor_s = 0.0 if severe else view.target_s
     return (view.slope > -((view.delay_s or 0.0) - floor_s) / tuning.link_drain_s
             or _for(st.over_since_s, now, tuning.link_shrink_hold_s))
-
-
-def _delivered_bps(avg_bps: float, tick_bps: float, tuning: Tuning) -> float:
-    """What the host gets through a bottleneck below a link it does not fill: this tick's
-    send rate, since the smoothed one still remembers the rate before a drop (measured
-    45 mbit a second after a drop to 40: a cut on it rested above the router), but not
-    less than `link_drain_floor` of the smoothed one (a tick where the senders stalled)."""
-    return min(avg_bps, max(tick_bps, tuning.link_drain_floor * avg_bps))
 
 
 def _refine_on_drain(st: AutorateState, view: DelayView, now: float,
