@@ -274,26 +274,41 @@ def _resting_at_97():
                          episode_delay_s=0.0028, cut_delay_s=0.0028, cut_low_s=0.0017)
 
 
-def test_a_mild_queue_that_shrinks_slowly_on_a_link_it_does_not_fill_is_cut_within_a_second():
+def test_a_mild_queue_that_shrinks_slowly_on_a_link_it_does_not_fill_is_cut_at_once():
     st, moves = _replay(_resting_at_97(), [m for m in MILD_DROP if m[0] <= 3.55])
     cuts = [(now, bps) for now, why, bps in moves if why == "upstream-bottleneck"]
-    assert cuts and cuts[0][0] - 2.55 <= 1.0, moves
+    seen_s = next(now for now, delay, _ in MILD_DROP[1:] if delay > TARGET_S) + DT_S  # filtered
+    assert cuts and cuts[0][0] - seen_s < TUNING.link_persist_s, moves
     # on what got through, not on the smoothed rate that still remembers 97 mbit
     assert 0.75 * 40 * MBIT <= cuts[0][1] <= 40 * MBIT, moves
     assert 0.75 * 40 * MBIT <= st.link_bps <= 40 * MBIT, moves
 
 
-def test_a_queue_over_target_holds_a_cut_back_no_longer_than_the_shrink_hold():
-    # the same drop, with the queue's excess over target decaying by e every 0.4 s: fast
-    # enough on every tick to pass for a cut's drain, yet over target for good; once it has
-    # been over for link_shrink_hold_s it holds the cut back no longer
-    def excess_s(now: float) -> float:
-        return 0.0045 * math.exp(-(now - 2.75) / 0.4)
-    decaying = [(now, delay if now < 2.75 else round(TARGET_S + excess_s(now), 6), sent)
-                for now, delay, sent in MILD_DROP if now <= 4.15]
-    over_from = next(now for now, d, _ in decaying if d > TARGET_S)
-    st, moves = _replay(_resting_at_97(), decaying)
-    cuts = [now for now, why, _ in moves if why == "upstream-bottleneck"]
-    assert cuts and cuts[0] - over_from >= TUNING.link_persist_s, moves   # the drain held it
-    assert cuts[0] - over_from <= TUNING.link_shrink_hold_s + 2 * DT_S, moves
-    assert st.link_bps <= 40 * MBIT, moves
+def _after_a_cut_to_39():
+    from qosd.control.autorate import AutorateState
+    return AutorateState(link_bps=int(38.8 * MBIT), last_cut_s=2.0, capacity_hint_bps=40 * MBIT,
+                         cut_from_bps=97 * MBIT, tx_avg_bps=38.8 * MBIT, episode_s=2.0,
+                         episode_from_bps=97 * MBIT, episode_delay_s=0.03, cut_delay_s=0.03,
+                         cut_low_s=0.03)
+
+
+def _decaying(start_s: float, tau_s: float, until_s: float):
+    """A queue left by a drop on a link now full at the cut: (s, delay, mbit sent) ticks."""
+    return [(round(2.0 + k * DT_S, 2), round(start_s * math.exp(-k * DT_S / tau_s), 6), 38.8)
+            for k in range(1, round((until_s - 2.0) / DT_S) + 1)]
+
+
+def test_a_queue_draining_at_a_cut_on_a_full_link_holds_the_next_cut_back():
+    # 60 ms left by a drop, gone at e per 0.4 s: over target, severe at first, for ~1 s
+    ticks = _decaying(0.060, 0.4, 3.5)
+    assert sum(d > TARGET_S for _, d, _ in ticks) >= 6
+    _, moves = _replay(_after_a_cut_to_39(), ticks)
+    assert not [m for m in moves if m[1] == "upstream-bottleneck"], moves
+
+
+def test_a_severe_queue_draining_too_slowly_at_a_cut_is_cut_again():
+    # the cut landed at the bottleneck's own rate: 40 ms that would take seconds to go
+    _, moves = _replay(_after_a_cut_to_39(), _decaying(0.040, 3.0, 3.0))
+    cuts = [(now, bps) for now, why, bps in moves if why == "upstream-bottleneck"]
+    assert cuts and cuts[0][0] <= 2.0 + TUNING.link_refractory_s + DT_S + 1e-9, moves
+    assert 0.75 * 38.8 * MBIT <= cuts[0][1] < 38.8 * MBIT, moves

@@ -12,6 +12,10 @@ two probes), and on a loaded host has a floor and a wander of a few ms that no r
 removes. Every rule below is shaped by that.
 
 Evidence that the shaped link is at or above the bottleneck:
+- choked: delay over target and rising while the host's sends fall short of the link:
+  the queue grows on less than the link carries, so the bottleneck is below what got
+  through (a capacity drop whose queue the signal shows too smoothed to read as building:
+  waiting `link_persist_s` for it took the first cut past 300 ms);
 - building: delay over target and rising faster than noise (a capacity drop, cross
   traffic): cut on the first tick when severe, on the second when mild;
 - a probe hit: past the plateau, the delay went over target or rose by `probe_rise_mult`
@@ -20,12 +24,14 @@ Evidence that the shaped link is at or above the bottleneck:
 - persistent: delay over target for `link_persist_s` with the link not full (the
   bottleneck is upstream of a rate the host does not even reach), or past its plateau, or
   the delay severe (at the plateau a mild excursion over target may be the host's own
-  wander: cutting on each would ratchet the plateau down). A queue that shrinks waits for
-  the next cut only while the link is full (a cut's drain), and only while it shrinks fast
-  enough to be under target (a severe one: gone) within `link_drain_s`, for at most
-  `link_shrink_hold_s` over target (a cut that landed at the new bottleneck's own rate
-  never drains what the drop left; on a link the host does not fill, the shrinking is the
-  senders backing off at the bottleneck, and they fill it again);
+  wander: cutting on each would ratchet the plateau down). A queue that shrinks holds the
+  next cut back only on a full link (a cut's drain), and only while it shrinks fast enough
+  to be under target (a severe one: gone) within `link_drain_s` (a cut that landed at the
+  new bottleneck's own rate never drains what the drop left). On a link the host does not
+  fill, the shrinking is the senders backing off at the bottleneck, and they fill it again:
+  measured, with the router at 40 mbit under a link at 97, two TCP uploads held its queue
+  at 5-8 ms shrinking 1-8 ms/s, and the link stayed at 97 for 2.5 s (about one run in six
+  of the capacity-drop test);
 - (never) deaf: when cuts took the link to half of where their episode began and a second
   later the delay is as high as when it began, and as high as at the last cut once that cut
   has had `link_refractory_s` to act (it never fell below), the queue is not this link's (a download's, seen by
@@ -206,19 +212,20 @@ def _maybe_cut(st: AutorateState, view: DelayView, tick: Tick, sent_bps: tuple[f
     delay_s = view.delay_s or 0.0
     severe = delay_s >= tuning.link_severe_mult * view.target_s
     building = view.over and view.growth >= tuning.link_growth_min
+    choked = view.over and view.slope > 0.0 and not full
     probe_hit = probing and (view.over or delay_s - st.probe_delay_s
                              >= tuning.probe_rise_mult * view.target_s)
     persistent = (_for(st.over_since_s, now, tuning.link_persist_s)
                   and (probing or severe or not full))
     standing = plateau is None and full and st.band_share >= tuning.link_standing_share
     shrinking = view.draining or view.slope < 0.0
-    slow_drain = _drains_slowly(st, view, now, severe, tuning)
+    slow_drain = _drains_slowly(view, severe, tuning)
     held = shrinking and full and not slow_drain    # a cut's drain: wait for it
-    if not (building or standing or ((probe_hit or persistent) and not held)):
+    if not (building or choked or standing or ((probe_hit or persistent) and not held)):
         return None
     fresh = st.last_cut_s is None or now - st.last_cut_s > tuning.link_episode_s
     slope = max(view.slope, view.growth) if fresh else view.slope
-    if probe_hit and not (building or severe):
+    if probe_hit and not (building or choked or severe):
         estimate_bps = (min(st.probe_from_bps, link_bps) + link_bps) / 2.0
     else:
         rate_in = (tick_tx_bps if building else link_bps if full
@@ -242,18 +249,12 @@ def _maybe_cut(st: AutorateState, view: DelayView, tick: Tick, sent_bps: tuple[f
                    hold_s=hold_s, probe_streak=0, band_share=0.0, cut_from_bps=link_bps)
 
 
-def _drains_slowly(st: AutorateState, view: DelayView, now: float, severe: bool,
-                   tuning: Tuning) -> bool:
+def _drains_slowly(view: DelayView, severe: bool, tuning: Tuning) -> bool:
     """A queue over target that shrinks, but not fast enough to be under target (gone, when
-    severe) within `link_drain_s`, or that has been over target for `link_shrink_hold_s`
-    however it moves: not a cut's drain, so it does not hold the next cut back. Measured:
-    with the router at 40 mbit under a link at 97 (the drop's queue seen mild, 6-9 ms, its
-    rise too slow to read as building), two TCP uploads held the router's queue at 5-8 ms
-    shrinking 1-8 ms/s, and the link stayed at 97 for 2.5 s until the delay touched target
-    (about one run in six of the capacity-drop test)."""
+    severe) within `link_drain_s`: not a cut's drain, so it does not hold the next cut back
+    (a cut that landed at the bottleneck's own rate never drains what a drop left)."""
     floor_s = 0.0 if severe else view.target_s
-    return (view.slope > -((view.delay_s or 0.0) - floor_s) / tuning.link_drain_s
-            or _for(st.over_since_s, now, tuning.link_shrink_hold_s))
+    return view.slope > -((view.delay_s or 0.0) - floor_s) / tuning.link_drain_s
 
 
 def _refine_on_drain(st: AutorateState, view: DelayView, now: float,

@@ -43,8 +43,6 @@ class Tuning:
     link_severe_mult: float = 2.0      # delay this many targets deep: severe, confirmed at once
     link_persist_s: float = 0.3        # over target this long, link not full or probing: cut
     link_refractory_s: float = 0.5     # no second cut sooner: the delay signal lags
-    link_shrink_hold_s: float = 1.0    # over target this long: a shrinking queue no longer
-                                       # holds a cut back (it is not draining at a cut)
     link_episode_s: float = 2.0        # cuts closer than this are one episode
     link_deaf_frac: float = 0.5        # an episode's cuts down to this share of its start ...
     link_deaf_after_s: float = 1.0     # ... this long after it began ...
