@@ -42,17 +42,19 @@ Evidence that the shaped link is at or above the bottleneck:
 - standing: with no bottleneck remembered, delay above the hold band on a full link in
   `link_standing_share` of recent ticks: a shaper at exactly the bottleneck's rate never
   drains its queue, or leaves a scavenger to saw on it. Read over a second or so, this one
-  counts while the queue shrinks; the others wait: the rate is below the bottleneck now.
+  counts while the queue shrinks; the others wait on a full link: the rate is below the
+  bottleneck now.
 
 A cut goes to `link_settle_frac` of the bottleneck estimate, deeper while a standing queue
 drains, and the estimate is remembered (cake-autorate's and StormGuard's memory of the last
 bad rate). The estimate is queue conservation at a FIFO, rate in / (1 + d(delay)/dt). The slope is
 taken over two ticks, over one only for the first cut of an episode (where two ticks count
 the onset of a rise half). The rate in is this tick's send rate while the queue builds
-(the senders push into it now), else the shaped rate on a full link, or what got through
-a link the host does not fill: its send rate over the last two ticks, at most the one
-smoothed over a few ticks (one tick wobbles with bursts and stalls while the senders react
-to the queue; the smoothed one still remembers the rate before a drop). A link counts as
+or chokes (the senders push into it now), else what got through: the send rate over the
+last two ticks, at most the shaped rate and the one smoothed over a few ticks (one tick
+wobbles with bursts and stalls while the senders react to the queue; the smoothed one
+still remembers the rate before a drop, and the shaped rate is no measure of a link above
+the bottleneck: cuts on it rested at 43-46 mbit over a 40 mbit router). A link counts as
 full when the smoothed rate or either of the last two ticks fills it (one stalled tick
 does not make it idle). A first cut on such a sample can go too deep; the queue then
 drains, and its draining slope corrects the estimate upward (conservation again) before
@@ -228,8 +230,8 @@ def _maybe_cut(st: AutorateState, view: DelayView, tick: Tick, sent_bps: tuple[f
     if probe_hit and not (building or choked or severe):
         estimate_bps = (min(st.probe_from_bps, link_bps) + link_bps) / 2.0
     else:
-        rate_in = (tick_tx_bps if building else link_bps if full
-                   else min(tx_bps, sum(sent_bps) / 2))
+        rate_in = (tick_tx_bps if building or choked
+                   else min(float(link_bps), tx_bps, sum(sent_bps) / 2))
         estimate_bps = min(float(link_bps), rate_in / (1.0 + slope))
     drain = 1.0 - delay_s / tuning.link_drain_s
     factor = max(tuning.link_drain_floor, min(tuning.link_settle_frac, drain))
