@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from qosd.measure import peerstats
@@ -91,3 +93,36 @@ def test_stats_json_has_api_fields() -> None:
     run_probes(est, [0.01] * 3)
     doc = est.stats(0.5).to_json()
     assert {"address", "rtt_s", "base_rtt_s", "queue_delay_s", "loss"} <= doc.keys()
+
+
+@pytest.mark.parametrize("period_s", [0.1, 0.15, 0.3])
+def test_an_emptied_queue_fades_at_one_rate_in_time_whatever_the_probe_rate(period_s) -> None:
+    """The echo budget is split over the targets, so a peer may be probed at 10/s or at 3/s.
+    The smoothed RTT must forget at one rate in time: fast enough that the autorate sees a
+    queue that is gone drain faster than `link_drain_s` asks (else it reads a standing queue
+    and cuts an empty link again)."""
+    from qosd.control.tuning import DEFAULT_TUNING
+
+    est = PeerEstimator("c1", "198.18.3.1")
+    now = run_probes(est, [0.010] * int(1.0 / period_s), period_s=period_s)
+    now = run_probes(est, [0.040] * int(2.0 / period_s), start_s=now, period_s=period_s)
+    full = est.stats(now).queue_delay_s
+    assert full == pytest.approx(0.030, rel=0.02)
+    n = round(0.6 / period_s)
+    now = run_probes(est, [0.010] * n, start_s=now, period_s=period_s)
+    fallen = est.stats(now).queue_delay_s
+    decay = math.exp(-n * period_s / PeerEstimator.SRTT_TAU_S)
+    assert fallen == pytest.approx(full * decay, rel=0.05)
+    # the mean fall rate beats the drain the autorate expects of a queue a cut answered
+    assert (full - fallen) / (n * period_s) > fallen / DEFAULT_TUNING.link_drain_s
+
+
+def test_replies_read_in_a_batch_move_the_rtt_by_their_probes_spacing() -> None:
+    est = PeerEstimator("c1", "198.18.3.1")
+    run_probes(est, [0.010] * 10)
+    for seq in range(100, 103):                     # three probes 0.1 s apart ...
+        est.on_sent(seq, 1.0 + 0.1 * (seq - 100))
+    for seq in range(100, 103):                     # ... whose replies are read together
+        est.on_reply(seq, 0.030, 1.5)
+    expected = 0.010 + 0.020 * (1 - math.exp(-0.3 / PeerEstimator.SRTT_TAU_S))
+    assert est.stats(1.5).rtt_s == pytest.approx(expected, rel=0.02)

@@ -13,6 +13,7 @@ Wire format, 32 bytes, network byte order:
 
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -69,9 +70,10 @@ def probe_rtt_s(reply: Probe, t4_ns: int) -> float:
 class PeerStats:
     """What the path to one peer looks like now. Times in seconds; None until measured.
 
-    `rtt_s` is smoothed (EWMA, gain 1/4: a few probes, so a 10 Hz prober follows a queue
-    building within ~0.3 s); `base_rtt_s` is the minimum over the base window, the path
-    with empty queues; `queue_delay_s` is how far the smoothed RTT sits above it.
+    `rtt_s` is smoothed over a fixed time (`PeerEstimator.SRTT_TAU_S`, not a fixed number
+    of replies), so it follows a queue within ~0.3 s however many targets share the
+    prober's rate; `base_rtt_s` is the minimum over the base window, the path with empty
+    queues; `queue_delay_s` is how far the smoothed RTT sits above it.
     """
 
     name: str
@@ -96,6 +98,14 @@ class PeerStats:
                 "sent": self.sent, "received": self.received}
 
 
+def srtt_gain(dt_s: float, tau_s: float) -> float:
+    """The EWMA gain for a reply `dt_s` after the last: 1 - exp(-dt/tau), so the smoothed
+    RTT forgets at the same rate in time whatever the probe rate. The time is between the
+    probes' sends, which the prober paces, not between replies the event loop may read
+    in a batch."""
+    return 1.0 - math.exp(-max(0.0, dt_s) / tau_s)
+
+
 class PeerEstimator:
     """The estimator for one peer. Feed it sends, replies and the passage of time.
 
@@ -103,7 +113,16 @@ class PeerEstimator:
     probe's own stamps, so the two never mix.
     """
 
-    SRTT_GAIN = 0.25
+    # The smoothing is a time constant, not a per-reply gain. A per-reply gain of 1/4 made
+    # the signal's speed depend on how often a peer is probed: the echo prober splits 20/s
+    # over its targets, and at the 6.7/s a peer gets beside the gateway and a bulk peer the
+    # smoothed RTT could fall no faster than delay / 0.52 s after the queue was gone. The
+    # autorate reads a severe queue that drains slower than delay / 0.5 s as one that a cut
+    # left standing, so an emptied queue was cut again, down to the yielded host's send
+    # rate (measured: link 69.5 -> 20.8 mbit under a 60 mbit router with the router queue
+    # already empty; compute's first 3 s of steps at 1.9-2.5x). Gain 1/4 at the
+    # reflector's 10 Hz was a 0.35 s time constant; 0.3 s keeps that case about as it was.
+    SRTT_TAU_S = 0.3
 
     def __init__(self, name: str, address: str, *, base_window_s: float = 10.0,
                  loss_window_s: float = 10.0, timeout_s: float = 1.0) -> None:
@@ -117,6 +136,7 @@ class PeerEstimator:
         self._srtt: float | None = None
         self._last_rtt: float | None = None
         self._last_reply_s: float | None = None
+        self._srtt_s: float | None = None      # when the probe that last moved it was sent
         self.sent = 0
         self.received = 0
 
@@ -140,8 +160,10 @@ class PeerEstimator:
         self._last_reply_s = now_s
         self._loss.record(sent_s, lost=False)
         self._last_rtt = rtt_s
-        srtt = self._srtt
-        self._srtt = rtt_s if srtt is None else srtt + (rtt_s - srtt) * self.SRTT_GAIN
+        srtt, last_s = self._srtt, self._srtt_s
+        self._srtt = rtt_s if srtt is None or last_s is None else \
+            srtt + (rtt_s - srtt) * srtt_gain(sent_s - last_s, self.SRTT_TAU_S)
+        self._srtt_s = sent_s
         self._base.push(now_s, rtt_s)
         self._jitter.update(rtt_s)
         return rtt_s
