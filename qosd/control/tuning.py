@@ -32,11 +32,7 @@ class Tuning:
 
     link_full_frac: float = 0.9        # tx at this share of the shaped rate = link full
     link_tx_gain: float = 0.3          # per tick, of the smoothed tx the link rules read
-    link_settle_frac: float = 0.93     # rest at this share of the bottleneck estimate: the
-                                       # estimate errs by a few percent (a probe hit is seen
-                                       # a step late): at 0.97 the link sat above a 60 mbit
-                                       # router 50-87% of a run (a queue compute waited in),
-                                       # at 0.93 12-24%
+    link_settle_frac: float = 0.97     # rest at this share of the bottleneck estimate
     link_drain_s: float = 0.5          # a standing queue at a cut should drain in about this
     link_drain_floor: float = 0.75     # draining, never cut below this share of the estimate
     link_cut_deepest: float = 0.3      # one cut never goes below this share of the link:
