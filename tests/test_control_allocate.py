@@ -1,7 +1,7 @@
 """The fit rule: targets into the current link, guarantees scaled, extras by priority."""
 
 from policies.model import RateSpec, TrafficClass
-from qosd.control.allocate import Grant, allocate
+from qosd.control.allocate import Grant, allocate, probe_capped
 from qosd.control.schedule import ClassLimits
 
 MBIT = 1_000_000
@@ -54,3 +54,19 @@ def test_ceils_never_below_rates_even_when_a_scavenger_target_is():
     grants = allocate(100 * MBIT, LIMITS, CLASSES,
                       {"compute": 60 * MBIT, "disk": 1 * MBIT, "other": 10 * MBIT})
     assert grants["disk"] == Grant(10 * MBIT, 10 * MBIT)
+
+
+def test_while_the_link_probes_a_scavenger_borrows_only_what_the_others_leave():
+    link = 63 * MBIT      # probing past a 58 mbit plateau, over a 60 mbit router
+    grants = allocate(link, LIMITS, CLASSES,
+                      {"compute": 60 * MBIT, "disk": 45 * MBIT, "other": 10 * MBIT})
+    assert grants["disk"].ceil_bps == 45 * MBIT
+    capped = probe_capped(grants, CLASSES, {"compute": 50 * MBIT, "disk": 8 * MBIT,
+                                            "other": 1 * MBIT}, link)
+    assert capped["disk"] == Grant(grants["disk"].rate_bps, 12 * MBIT)   # 63 - 50 - 1
+    assert {n: capped[n] for n in ("compute", "other")} == \
+        {n: grants[n] for n in ("compute", "other")}
+    # compute quiet: the probe is disk's to make; never under the scavenger's own rate
+    assert probe_capped(grants, CLASSES, {"compute": 0.0}, link)["disk"].ceil_bps == 45 * MBIT
+    busy = probe_capped(grants, CLASSES, {"compute": 62 * MBIT, "other": 5 * MBIT}, link)
+    assert busy["disk"].ceil_bps == busy["disk"].rate_bps

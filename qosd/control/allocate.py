@@ -10,6 +10,8 @@ Rule, in order:
 3. Scavengers are guaranteed only their (scaled) guarantee; their adaptive target is a
    ceil, not a rate.
 4. Ceils never exceed the link and never fall below the rate.
+5. While autorate probes past its plateau, scavengers borrow only what the other classes
+   leave of the link as they send now (`probe_capped`).
 
 Sum of rates <= link always holds (rounding is downward).
 """
@@ -51,3 +53,20 @@ def allocate(link_bps: int, limits: Mapping[str, ClassLimits], classes: Sequence
         ceil = min(targets[c.name], cap) if c.scavenger else cap
         grants[c.name] = Grant(rates[c.name], max(rates[c.name], ceil))
     return grants
+
+
+def probe_capped(grants: Mapping[str, Grant], classes: Sequence[TrafficClass],
+                 sent_bps: Mapping[str, float], link_bps: int) -> dict[str, Grant]:
+    """While autorate probes past its plateau, the link is shaped over what the bottleneck
+    beyond it may carry, and the queue that tells so forms there: in a FIFO whose share goes
+    by flows, not by this host's priorities. Measured: four disk uploads took 38 of a 60
+    mbit router's capacity in a probe's half second from an all-reduce that had 51 just
+    before it (its step 1.6-1.9x, a probe every 2-3 s). A scavenger may then borrow only
+    what the other classes leave of the link as they send now: the probe's excess is still
+    offered, so a capacity that rose is still found, and the host's priorities keep the
+    rest out of the router's queue."""
+    others_bps = sum(sent_bps.get(c.name, 0.0) for c in classes if not c.scavenger)
+    room_bps = max(0, int(link_bps - others_bps))
+    return {c.name: (Grant(g.rate_bps, max(g.rate_bps, min(g.ceil_bps, room_bps)))
+                     if c.scavenger else g)
+            for c in classes for g in (grants[c.name],)}

@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import Mapping
 
 from policies.model import Policy
-from qosd.control.allocate import Grant, allocate
+from qosd.control.allocate import Grant, allocate, probe_capped
 from qosd.control.autorate import AutorateState, is_probing, update_link
 from qosd.control.classes import ClassState, TickContext, fresh, update_compute, update_scavenger
 from qosd.control.decision import Decision, Field, Reason
@@ -171,9 +171,16 @@ def step(policy: Policy, state: ControllerState, tick: Tick,
                     if control.mode == "right-size" else limits)
     alloc = allocate(autorate.link_bps, alloc_limits, policy.classes,
                      {name: cs.target_bps for name, cs in updated.items()})
+    capped: frozenset[str] = frozenset()
+    if is_probing(autorate, link_policy_bps, tuning):
+        uncapped = alloc
+        alloc = probe_capped(alloc, policy.classes,
+                             {n: c.tx_rate_bps for n, c in tick.classes.items()},
+                             autorate.link_bps)
+        capped = frozenset(n for n in alloc if alloc[n] != uncapped[n])
 
     decisions = _decisions(policy, now, state, autorate, link_reason, limits_cause, own,
-                           limit_reasons, prior, alloc)
+                           limit_reasons, prior, alloc, capped)
     for cls in policy.classes:
         cs, grant = updated[cls.name], alloc[cls.name]
         if (cs.rate_bps, cs.ceil_bps) != grant:
@@ -192,9 +199,11 @@ def step(policy: Policy, state: ControllerState, tick: Tick,
 def _decisions(policy: Policy, now: float, state: ControllerState, autorate: AutorateState,
                link_reason: Reason | None, limits_cause: Reason,
                own: Mapping[str, Reason | None], limit_reasons: Mapping[str, Reason | None],
-               prior: Mapping[str, ClassState], alloc: Mapping[str, Grant]) -> list[Decision]:
+               prior: Mapping[str, ClassState], alloc: Mapping[str, Grant],
+               probe_capped: frozenset[str] = frozenset()) -> list[Decision]:
     """Every applied number that moved, attributed as the module docstring says.
-    `link_reason` is set exactly when autorate moved the link this tick."""
+    `link_reason` is set exactly when autorate moved the link this tick; a ceil held to
+    what the others leave while the link probes (`probe_capped`) is the probe's doing."""
     decisions: list[Decision] = []
     if autorate.link_bps != state.autorate.link_bps:
         decisions.append(Decision(now, None, "link", state.autorate.link_bps, autorate.link_bps,
@@ -211,6 +220,8 @@ def _decisions(policy: Policy, now: float, state: ControllerState, autorate: Aut
         for field, old_bps, new_bps in fields:
             if new_bps != old_bps:
                 mine = own[cls.name] if field == adaptive else None
+                if field == "ceil" and cls.name in probe_capped:
+                    mine = "upstream-clear"
                 decisions.append(Decision(now, cls.name, field, old_bps, new_bps, mine or cause))
     return decisions
 
