@@ -61,12 +61,11 @@ def test_while_the_link_probes_a_scavenger_borrows_only_what_the_others_leave():
     grants = allocate(link, LIMITS, CLASSES,
                       {"compute": 60 * MBIT, "disk": 45 * MBIT, "other": 10 * MBIT})
     assert grants["disk"].ceil_bps == 45 * MBIT
-    capped = probe_capped(grants, CLASSES, {"compute": 50 * MBIT, "disk": 8 * MBIT,
-                                            "other": 1 * MBIT}, link)
-    assert capped["disk"] == Grant(grants["disk"].rate_bps, 12 * MBIT)   # 63 - 50 - 1
+    capped = probe_capped(grants, CLASSES, 51 * MBIT, link)
+    assert capped["disk"] == Grant(grants["disk"].rate_bps, 12 * MBIT)   # 63 - 51
     assert {n: capped[n] for n in ("compute", "other")} == \
         {n: grants[n] for n in ("compute", "other")}
     # compute quiet: the probe is disk's to make; never under the scavenger's own rate
-    assert probe_capped(grants, CLASSES, {"compute": 0.0}, link)["disk"].ceil_bps == 45 * MBIT
-    busy = probe_capped(grants, CLASSES, {"compute": 62 * MBIT, "other": 5 * MBIT}, link)
+    assert probe_capped(grants, CLASSES, 0.0, link)["disk"].ceil_bps == 45 * MBIT
+    busy = probe_capped(grants, CLASSES, 67 * MBIT, link)
     assert busy["disk"].ceil_bps == busy["disk"].rate_bps

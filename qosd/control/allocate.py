@@ -56,16 +56,15 @@ def allocate(link_bps: int, limits: Mapping[str, ClassLimits], classes: Sequence
 
 
 def probe_capped(grants: Mapping[str, Grant], classes: Sequence[TrafficClass],
-                 sent_bps: Mapping[str, float], link_bps: int) -> dict[str, Grant]:
+                 others_bps: float, link_bps: int) -> dict[str, Grant]:
     """While autorate probes past its plateau, the link is shaped over what the bottleneck
     beyond it may carry, and the queue that tells so forms there: in a FIFO whose share goes
     by flows, not by this host's priorities. Measured: four disk uploads took 38 of a 60
     mbit router's capacity in a probe's half second from an all-reduce that had 51 just
     before it (its step 1.6-1.9x, a probe every 2-3 s). A scavenger may then borrow only
-    what the other classes leave of the link as they send now: the probe's excess is still
-    offered, so a capacity that rose is still found, and the host's priorities keep the
-    rest out of the router's queue."""
-    others_bps = sum(sent_bps.get(c.name, 0.0) for c in classes if not c.scavenger)
+    what the other classes (sending `others_bps`) leave of the link: the probe's excess is
+    still offered, so a capacity that rose is still found, and the host's priorities keep
+    the rest out of the router's queue."""
     room_bps = max(0, int(link_bps - others_bps))
     return {c.name: (Grant(g.rate_bps, max(g.rate_bps, min(g.ceil_bps, room_bps)))
                      if c.scavenger else g)

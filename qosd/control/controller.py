@@ -36,6 +36,7 @@ from qosd.control.tuning import DEFAULT_TUNING, Tuning
 
 
 PEAK_DECAY_PER_S = 0.98      # the sent peak halves in ~35 s of sending less
+PROBE_OTHERS_DECAY_PER_S = 0.5   # a probe's view of what the others send halves each second
 MIN_REFERENCE_FRAC = 0.01
 
 
@@ -57,6 +58,8 @@ class ControllerState:
     direction: str = "egress"                # or `ingress`: the IFB tree's own controller
     downstream: bool = False                 # the delay was read as the ingress's queue and
                                              # has not been under target since
+    probe_others_bps: float | None = None    # while the link probes: the classes other
+                                             # than scavengers, their decaying peak rate
 
 
 def initial_state(policy: Policy, wallclock: datetime, link_bps: int | None = None,
@@ -172,11 +175,17 @@ def step(policy: Policy, state: ControllerState, tick: Tick,
     alloc = allocate(autorate.link_bps, alloc_limits, policy.classes,
                      {name: cs.target_bps for name, cs in updated.items()})
     capped: frozenset[str] = frozenset()
+    probe_others_bps = None
     if is_probing(autorate, link_policy_bps, tuning):
+        # a peak that halves each second: what the others send falls within a tick as the
+        # router's queue squeezes them, which must not widen the scavengers' room, while
+        # a class that stopped for good gives its room back in a few seconds
+        probe_others_bps = max(
+            (state.probe_others_bps or 0.0) * PROBE_OTHERS_DECAY_PER_S ** dt_s,
+            sum(tick.classes[c.name].tx_rate_bps for c in policy.classes
+                if not c.scavenger and c.name in tick.classes))
         uncapped = alloc
-        alloc = probe_capped(alloc, policy.classes,
-                             {n: c.tx_rate_bps for n, c in tick.classes.items()},
-                             autorate.link_bps)
+        alloc = probe_capped(alloc, policy.classes, probe_others_bps, autorate.link_bps)
         capped = frozenset(n for n in alloc if alloc[n] != uncapped[n])
 
     decisions = _decisions(policy, now, state, autorate, link_reason, limits_cause, own,
@@ -192,7 +201,7 @@ def step(policy: Policy, state: ControllerState, tick: Tick,
         last_delay_s=delay_s, last_now_s=now, older_delay_s=state.last_delay_s,
         older_now_s=state.last_now_s, sizing=sizing, last_bulk_delay_s=bulk_delay_s,
         site_scavenger_bps=tick.site_scavenger_bps, sent_peak_bps=sent_peak_bps,
-        direction=state.direction, downstream=downstream)
+        direction=state.direction, downstream=downstream, probe_others_bps=probe_others_bps)
     return next_state, decisions
 
 
