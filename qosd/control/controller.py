@@ -36,7 +36,7 @@ from qosd.control.tuning import DEFAULT_TUNING, Tuning
 
 
 PEAK_DECAY_PER_S = 0.98      # the sent peak halves in ~35 s of sending less
-PROBE_OTHERS_DECAY_PER_S = 0.5   # a probe's view of what the others send halves each second
+PROBE_OTHERS_DECAY_PER_S = 0.8   # a probe's view of what the others send: -20%/s
 MIN_REFERENCE_FRAC = 0.01
 
 
@@ -177,7 +177,7 @@ def step(policy: Policy, state: ControllerState, tick: Tick,
     capped: frozenset[str] = frozenset()
     probe_others_bps = None
     if is_probing(autorate, link_policy_bps, tuning):
-        # a peak that halves each second: what the others send falls within a tick as the
+        # a peak that decays 20% a second: what the others send falls within a tick as the
         # router's queue squeezes them, which must not widen the scavengers' room, while
         # a class that stopped for good gives its room back in a few seconds
         probe_others_bps = max(
