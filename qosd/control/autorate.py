@@ -234,7 +234,8 @@ def _maybe_cut(st: AutorateState, view: DelayView, tick: Tick, sent_bps: tuple[f
                    else min(float(link_bps), tx_bps, sum(sent_bps) / 2))
         estimate_bps = min(float(link_bps), rate_in / (1.0 + slope))
     hint = st.capacity_hint_bps
-    if probing and hint is not None and _probe_explains(slope, link_bps, hint, tuning):
+    floored = probing and hint is not None and _probe_explains(slope, link_bps, hint, tuning)
+    if floored:
         # The plateau below this estimate held until the probe: what the host sent on the
         # hit is no measure of the bottleneck, its scavengers having yielded to the same
         # delay (cuts to 30-45 mbit under a 60 mbit router, compute held there for seconds).
@@ -243,7 +244,7 @@ def _maybe_cut(st: AutorateState, view: DelayView, tick: Tick, sent_bps: tuple[f
     factor = max(tuning.link_drain_floor, min(tuning.link_settle_frac, drain))
     new_bps = max(int(tuning.link_floor_frac * policy_link_bps),
                   int(max(factor * estimate_bps, tuning.link_cut_deepest * link_bps)))
-    if link_bps - new_bps < min_change_bps:
+    if link_bps - new_bps < (0 if floored else min_change_bps):   # a probe always goes back
         return None
     again = hint is not None and abs(estimate_bps - hint) <= tuning.probe_near_frac * hint
     hold_s = min(2 * st.hold_s, tuning.plateau_hold_max_s) if again else tuning.plateau_hold_s
