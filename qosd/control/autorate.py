@@ -233,19 +233,13 @@ def _maybe_cut(st: AutorateState, view: DelayView, tick: Tick, sent_bps: tuple[f
         rate_in = (tick_tx_bps if building or choked
                    else min(float(link_bps), tx_bps, sum(sent_bps) / 2))
         estimate_bps = min(float(link_bps), rate_in / (1.0 + slope))
-    hint = st.capacity_hint_bps
-    floored = probing and hint is not None and _probe_explains(slope, link_bps, hint, tuning)
-    if floored:
-        # The plateau below this estimate held until the probe: what the host sent on the
-        # hit is no measure of the bottleneck, its scavengers having yielded to the same
-        # delay (cuts to 30-45 mbit under a 60 mbit router, compute held there for seconds).
-        estimate_bps = max(estimate_bps, float(min(hint, link_bps)))
     drain = 1.0 - delay_s / tuning.link_drain_s
     factor = max(tuning.link_drain_floor, min(tuning.link_settle_frac, drain))
     new_bps = max(int(tuning.link_floor_frac * policy_link_bps),
                   int(max(factor * estimate_bps, tuning.link_cut_deepest * link_bps)))
-    if link_bps - new_bps < (0 if floored else min_change_bps):   # a probe always goes back
+    if link_bps - new_bps < min_change_bps:
         return None
+    hint = st.capacity_hint_bps
     again = hint is not None and abs(estimate_bps - hint) <= tuning.probe_near_frac * hint
     hold_s = min(2 * st.hold_s, tuning.plateau_hold_max_s) if again else tuning.plateau_hold_s
     probed = st.last_probe_s is not None and (st.last_cut_s is None
@@ -255,14 +249,6 @@ def _maybe_cut(st: AutorateState, view: DelayView, tick: Tick, sent_bps: tuple[f
     return replace(st, link_bps=new_bps, last_cut_s=now, cut_delay_s=delay_s, cut_low_s=delay_s,
                    capacity_hint_bps=int(estimate_bps),
                    hold_s=hold_s, probe_streak=0, band_share=0.0, cut_from_bps=link_bps)
-
-
-def _probe_explains(slope: float, link_bps: int, hint_bps: int, tuning: Tuning) -> bool:
-    """A queue growing no faster than the probe's excess over the estimate could make it
-    (twice that, for the signal's noise): the capacity held, the probe went past it. One
-    growing faster fell meanwhile (100 -> 40 mbit under a 1.5% step: 0.36 s/s), and its cut
-    is sized on what got through."""
-    return slope <= 2.0 * max(0.0, link_bps / hint_bps - 1.0) + tuning.link_growth_min
 
 
 def _drains_slowly(view: DelayView, severe: bool, tuning: Tuning) -> bool:
