@@ -176,7 +176,12 @@ def step(policy: Policy, state: ControllerState, tick: Tick,
                      {name: cs.target_bps for name, cs in updated.items()})
     capped: frozenset[str] = frozenset()
     probe_others_bps = None
-    if is_probing(autorate, link_policy_bps, tuning):
+    last_step_s = autorate.last_probe_s
+    if (is_probing(autorate, link_policy_bps, tuning) and last_step_s is not None
+            and now - last_step_s <= tuning.probe_cap_s + 1e-9):
+        # only while a step is fresh: a link that sits at the probes' ceiling (at a
+        # bottleneck that is the policy's own rate) is past its plateau for good, and a cap
+        # there kept disk out of every gap a duty-cycled job left (share 0.24, from 1.05)
         # a peak that decays 20% a second: what the others send falls within a tick as the
         # router's queue squeezes them, which must not widen the scavengers' room, while
         # a class that stopped for good gives its room back in a few seconds
@@ -187,6 +192,8 @@ def step(policy: Policy, state: ControllerState, tick: Tick,
         uncapped = alloc
         alloc = probe_capped(alloc, policy.classes, probe_others_bps, autorate.link_bps)
         capped = frozenset(n for n in alloc if alloc[n] != uncapped[n])
+    elif state.probe_others_bps is not None:      # the cap ends: its release is the probe's too
+        capped = frozenset(c.name for c in policy.classes if c.scavenger)
 
     decisions = _decisions(policy, now, state, autorate, link_reason, limits_cause, own,
                            limit_reasons, prior, alloc, capped)

@@ -68,6 +68,8 @@ class Tuning:
     probe_fast_frac: float = 0.05      # probe step per tick with no bottleneck estimate
     probe_step_max_frac: float = 0.15  # the largest step past a plateau
     probe_near_frac: float = 0.1       # a cut within this share of the last estimate: "again"
+    probe_cap_s: float = 1.0           # scavengers held to what the others leave this long
+                                       # after a probe step: its hit shows within about this
 
 
 DEFAULT_TUNING = Tuning()
