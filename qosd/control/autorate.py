@@ -291,10 +291,7 @@ def _probe_ceiling(hint_bps: int | None, policy_link_bps: int, tuning: Tuning) -
 def _maybe_probe(st: AutorateState, view: DelayView, now: float, policy_link_bps: int,
                  tuning: Tuning) -> tuple[AutorateState, Reason | None]:
     """Back to the plateau, then past it after the hold, one growing step at a time; with
-    no estimate at all, climb fast. Every step needs the delay under target for a while,
-    and a step past the plateau a link the host fills (as cake-autorate raises its rate
-    only under load): a step the host does not fill tests nothing, and the next burst
-    finds the link that much further past the bottleneck.
+    no estimate at all, climb fast. Every step needs the delay under target for a while.
     A step closes the episode of cuts: the queue answered them, and a delay the step
     brings is a probe hit, not a deaf queue (measured: a probe from 39 to 43 mbit under a
     40 mbit router was undone as deaf, back to 100, by the episode begun before the drop)."""
@@ -311,9 +308,7 @@ def _maybe_probe(st: AutorateState, view: DelayView, now: float, policy_link_bps
         new_bps, streak = link_bps + int(tuning.probe_fast_frac * policy_link_bps), 0
     else:
         assert st.last_cut_s is not None
-        sent_bps = max(st.tx_avg_bps or 0.0, st.tx_last_bps or 0.0)
         if (now - st.last_cut_s < st.hold_s - EPS_S
-                or sent_bps < tuning.link_full_frac * link_bps
                 or (st.last_probe_s is not None
                     and now - st.last_probe_s < tuning.probe_step_s - EPS_S)):
             return st, None
