@@ -8,7 +8,6 @@ rules (`policies.checks`) then run on whatever parsed.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from typing import Any
 
@@ -18,7 +17,7 @@ from policies.checks import (MAX_CLASSES, MAX_REFLECTORS, check_capacity, check_
                              interface_problem, peer_name_problem, reflector_problem)
 from policies.errors import FieldPath, PolicyError, Problem, format_path
 from policies.fields import Issues, describe
-from policies.matches import parse_match
+from policies.matches import parse_address, parse_match
 from policies.model import (CONTROL_MODES, Control, ControlMode, Link, Match, Peer, Policy,
                             TrafficClass)
 from policies.units import parse_percent
@@ -253,7 +252,7 @@ def _peer(issues: Issues, value: Any, path: FieldPath) -> Peer | None:
     name = fields.string(issues, raw["name"], path + ("name",)) if "name" in raw else None
     if name is not None and (problem := peer_name_problem(name)):
         issues.add(path + ("name",), problem)
-    address = fields.parsed(issues, raw["address"], path + ("address",), _address) \
+    address = fields.parsed(issues, raw["address"], path + ("address",), parse_address) \
         if "address" in raw else None
     site = fields.string(issues, raw["site"], path + ("site",)) if "site" in raw else None
     if len(issues) > before or name is None or address is None:
@@ -272,7 +271,7 @@ def _reflectors(issues: Issues, value: Any) -> tuple:
     out: list = []
     for index, item in enumerate(items):
         path: FieldPath = ("reflectors", index)
-        address = fields.parsed(issues, item, path, _address)
+        address = fields.parsed(issues, item, path, parse_address)
         if address is None:
             continue
         if problem := reflector_problem(address, out):
@@ -281,11 +280,3 @@ def _reflectors(issues: Issues, value: Any) -> tuple:
         out.append(address)
     return tuple(out)
 
-
-def _address(value: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-    if not isinstance(value, str):
-        raise ValueError(f"expected an IPv4 or IPv6 address, got {describe(value)}")
-    try:
-        return ipaddress.ip_address(value.strip())
-    except ValueError as err:
-        raise ValueError(f"{value!r} is not an IPv4 or IPv6 address") from err

@@ -14,7 +14,7 @@ from typing import Any
 from policies import fields
 from policies.errors import FieldPath
 from policies.fields import Issues, describe, did_you_mean
-from policies.model import PROTOCOLS, IPNetwork, Match, PortRange
+from policies.model import PROTOCOLS, IPAddress, IPNetwork, Match, PortRange
 
 MATCH_KEYS = ("proto", "src", "dst", "sport", "dport", "dscp", "process", "uid", "cgroup")
 PORTLESS_PROTOCOLS = frozenset({"icmp", "icmpv6", "gre", "esp"})
@@ -41,6 +41,16 @@ def parse_network(value: object) -> IPNetwork:
         except ValueError:
             raise ValueError(f"{value!r} is not an IPv4 or IPv6 address or CIDR") from strict_err
         raise ValueError(f"{value!r} has host bits set; did you mean {loose}?") from strict_err
+
+
+def parse_address(value: object) -> IPAddress:
+    """One IPv4/IPv6 address (a peer, a reflector, a site's group), not a network."""
+    if not isinstance(value, str):
+        raise ValueError(f"expected an IPv4 or IPv6 address, got {describe(value)}")
+    try:
+        return ipaddress.ip_address(value.strip())
+    except ValueError as err:
+        raise ValueError(f"{value!r} is not an IPv4 or IPv6 address") from err
 
 
 def parse_ports(value: object) -> PortRange:

@@ -11,14 +11,13 @@ but turns the channel off.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from typing import Any
 
 from policies import fields
 from policies.errors import FieldPath
 from policies.fields import Issues, describe
-from policies.matches import parse_network
+from policies.matches import parse_address, parse_network
 from policies.model import IPAddress, IPNetwork, Site
 
 SITE_KEYS = ("key_file", "name", "group", "port", "peers", "networks", "interval", "uplink",
@@ -45,7 +44,7 @@ def read_site(issues: Issues, value: Any, source: str) -> Site | None:
     group = fields.parsed(issues, raw.get("group", str(defaults.group)), path + ("group",),
                           _group)
     port = fields.integer(issues, raw.get("port", defaults.port), path + ("port",), 1, 65535)
-    peers = [fields.parsed(issues, item, path + ("peers", i), _address)
+    peers = [fields.parsed(issues, item, path + ("peers", i), parse_address)
              for i, item in enumerate(fields.sequence(issues, raw["peers"], path + ("peers",))
                                       or [] if "peers" in raw else [])]
     if len(peers) > MAX_SITE_PEERS:
@@ -92,20 +91,12 @@ def read_key(path: str) -> bytes:
 
 
 def _group(value: object) -> IPAddress:
-    addr = _address(value)
+    addr = parse_address(value)
     if addr.version != 4 or not (addr.is_multicast or str(addr).endswith(".255")):
         raise ValueError(f"{value!r} is not an IPv4 multicast or broadcast address "
                          "(e.g. 239.255.90.93)")
     return addr
 
-
-def _address(value: object) -> IPAddress:
-    if not isinstance(value, str):
-        raise ValueError(f"expected an IPv4 or IPv6 address, got {describe(value)}")
-    try:
-        return ipaddress.ip_address(value.strip())
-    except ValueError as err:
-        raise ValueError(f"{value!r} is not an IPv4 or IPv6 address") from err
 
 
 __all__ = ["read_site", "read_key", "key_file_problem", "IPNetwork"]
