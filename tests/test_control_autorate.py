@@ -163,9 +163,7 @@ def test_a_capacity_drops_queue_that_drains_after_each_cut_is_not_undone_as_deaf
     # 1.0 s, a probe at 2.0 s, cuts to 94.8, 54.7 and 37.1 mbit; 0.1 s after the last, with
     # the delay falling 23 -> 17 ms, the link went back to 98.5: the deaf guard compared
     # that delay with the 7.5 ms its episode began on, the queue's onset
-    from qosd.control.autorate import AutorateState, update_link
-    from qosd.control.delay import delay_view
-    from qosd.control.signals import PathSample, Tick
+    from qosd.control.autorate import AutorateState
 
     st = AutorateState(link_bps=int(98.5 * MBIT), calm_since_s=0.0, last_cut_s=1.0,
                        last_probe_s=2.0, probe_delay_s=0.0022, probe_from_bps=97 * MBIT,
@@ -181,16 +179,7 @@ def test_a_capacity_drops_queue_that_drains_after_each_cut_is_not_undone_as_deaf
         (4.8, 0.0116, 40), (4.9, 0.0095, 39), (5.0, 0.0087, 40), (5.1, 0.0085, 40),
         (5.2, 0.0076, 40), (5.3, 0.0066, 40), (5.4, 0.0061, 40), (5.5, 0.0057, 39),
         (5.6, 0.0057, 40), (5.7, 0.0052, 39), (5.8, 0.0053, 41), (5.9, 0.0048, 40)]
-    prev = older = None
-    moves = []
-    for now, delay, sent_mbit in measured:
-        view = delay_view(delay, prev, DT_S, TARGET_S, TUNING, older, 2 * DT_S)
-        sent_bps = min(sent_mbit * MBIT, st.link_bps)   # as measured, or the link now
-        tick = Tick(now, NOON, {}, PathSample(delay, 0.02, 0.02), sent_bps)
-        st, why = update_link(st, view, tick, 100 * MBIT, DT_S, TUNING)
-        if why:
-            moves.append((now, why, st.link_bps))
-        prev, older = delay, prev
+    st, moves = _replay(st, measured)
     assert [why for _, why, _ in moves][:2] == ["upstream-bottleneck"] * 2, moves
     after = [bps for now, _, bps in moves if now >= 4.5]
     assert st.link_bps <= 44 * MBIT and max(after, default=0) <= 44 * MBIT, moves
@@ -202,9 +191,7 @@ def test_a_probe_hit_after_a_capacity_drops_cuts_is_not_undone_as_deaf():
     # 1.1 s, a cut to 39 mbit at 2.8 s in the same episode, the delay under target, probes
     # to 41 and 43 mbit, and when the second one's queue showed, the link went back to 100:
     # the episode begun before the drop, on 3.2 ms, was still open and judged it deaf
-    from qosd.control.autorate import AutorateState, update_link
-    from qosd.control.delay import delay_view
-    from qosd.control.signals import PathSample, Tick
+    from qosd.control.autorate import AutorateState
 
     st = AutorateState(link_bps=100 * MBIT, calm_since_s=0.0, tx_avg_bps=100 * MBIT)
     measured = [  # (s, raw queue delay s, what the host sent, mbit)
@@ -218,16 +205,7 @@ def test_a_probe_hit_after_a_capacity_drops_cuts_is_not_undone_as_deaf():
         (3.8, 0.0019, 38), (3.9, 0.0018, 42), (4.0, 0.0025, 40), (4.1, 0.0032, 40),
         (4.2, 0.0050, 41), (4.3, 0.0062, 40), (4.4, 0.0074, 40), (4.5, 0.0080, 40),
         (4.6, 0.0083, 40), (4.7, 0.0083, 39)]
-    prev = older = None
-    moves = []
-    for now, delay, sent_mbit in measured:
-        view = delay_view(delay, prev, DT_S, TARGET_S, TUNING, older, 2 * DT_S)
-        sent_bps = min(sent_mbit * MBIT, st.link_bps)   # as measured, or the link now
-        tick = Tick(now, NOON, {}, PathSample(delay, 0.02, 0.02), sent_bps)
-        st, why = update_link(st, view, tick, 100 * MBIT, DT_S, TUNING)
-        if why:
-            moves.append((now, why, st.link_bps))
-        prev, older = delay, prev
+    st, moves = _replay(st, measured)
     probes = [now for now, why, bps in moves if why == "upstream-clear" and now > 3.0]
     assert probes, moves                                   # the case: it probed past 40
     assert all(bps <= 46 * MBIT for now, _, bps in moves if now > 2.5), moves
