@@ -21,14 +21,24 @@ control: {interval: 100ms, target_delay: 5ms}
 """
 
 
-def _until(client: ApiClient, predicate, limit_s: float) -> float:
-    """Seconds until `predicate(status peers)` held (polled), or +inf after `limit_s`."""
+def _seconds_until(predicate, limit_s: float) -> float:
+    """Seconds until `predicate()` held (polled), or +inf after `limit_s`: the tests time
+    how fast the daemon follows, which `daemon_proc.wait_for` does not report."""
     start = time.monotonic()
     while time.monotonic() - start < limit_s:
-        if predicate(set(client.call("status")["peers"])):
+        if predicate():
             return time.monotonic() - start
         time.sleep(0.02)
     return float("inf")
+
+
+def _until(client: ApiClient, predicate, limit_s: float) -> float:
+    """Seconds until `predicate(status peers)` held, or +inf after `limit_s`."""
+    return _seconds_until(lambda: predicate(set(client.call("status")["peers"])), limit_s)
+
+
+def _member(worker) -> dict:
+    return {"name": worker.name, "address": worker.addr}
 
 
 @pytest.mark.root
@@ -42,18 +52,17 @@ def test_a_leaving_and_a_joining_replica_change_the_probed_peers_within_one_seco
     proc = start_daemon(h, policy, sock)
     try:
         client = ApiClient(str(sock), timeout_s=2)
-        member = lambda w: {"name": w.name, "address": w.addr}  # noqa: E731
-        client.call("job_members", {"job": "train", "members": [member(workers[0]), member(workers[1])], "epoch": 1})
+        client.call("job_members", {"job": "train", "members": [_member(workers[0]), _member(workers[1])], "epoch": 1})
         assert _until(client, lambda peers: {"job:train/w0", "job:train/w1"} <= peers, 1.0) <= 1.0
         start = time.monotonic()
-        reply = client.call("job_members", {"job": "train", "members": [member(workers[1]), member(workers[2])],
+        reply = client.call("job_members", {"job": "train", "members": [_member(workers[1]), _member(workers[2])],
                                             "epoch": 2})
         assert (reply["joined"], reply["left"]) == (["w2"], ["w0"])
         took = _until(client, lambda peers: "job:train/w2" in peers and "job:train/w0" not in peers, 1.0)
         assert time.monotonic() - start <= 1.0 and took <= 1.0
-        late = client.call("job_members", {"job": "train", "members": [member(workers[0])], "epoch": 1})
+        late = client.call("job_members", {"job": "train", "members": [_member(workers[0])], "epoch": 1})
         assert late["stale"] and "job:train/w0" not in client.call("status")["peers"]
-        assert client.call("jobs")["jobs"]["train"] == [member(workers[1]), member(workers[2])]
+        assert client.call("jobs")["jobs"]["train"] == [_member(workers[1]), _member(workers[2])]
     finally:
         code, err = stop_daemon(proc)
     assert code == 0, err
@@ -97,22 +106,17 @@ def test_traffic_to_a_joining_member_moves_into_the_compute_class_and_out_when_i
     proc = start_daemon(h, policy, sock)
     try:
         client = ApiClient(str(sock), timeout_s=2)
-        member = lambda w: {"name": w.name, "address": w.addr}  # noqa: E731
 
         def filters_within(n: int, limit_s: float) -> float:
-            start = time.monotonic()
-            while time.monotonic() - start < limit_s:
-                if client.call("status")["jobs"]["member_filters"] == n:
-                    return time.monotonic() - start
-                time.sleep(0.02)
-            return float("inf")
+            return _seconds_until(
+                lambda: client.call("status")["jobs"]["member_filters"] == n, limit_s)
 
-        client.call("job_members", {"job": "train", "members": [member(w0)], "epoch": 1})
+        client.call("job_members", {"job": "train", "members": [_member(w0)], "epoch": 1})
         assert filters_within(1, 2.0) < 2.0
         outside = _where_it_went(client, h, w1.addr)
         assert outside["other"] >= SENT_BYTES and outside["compute"] < SENT_BYTES / 2, outside
 
-        client.call("job_members", {"job": "train", "members": [member(w0), member(w1)], "epoch": 2})
+        client.call("job_members", {"job": "train", "members": [_member(w0), _member(w1)], "epoch": 2})
         joined_s = filters_within(2, 1.0)
         assert joined_s <= 1.0
         inside = _where_it_went(client, h, w1.addr)
@@ -121,7 +125,7 @@ def test_traffic_to_a_joining_member_moves_into_the_compute_class_and_out_when_i
         assert status["jobs"]["member_class"] == "compute"
         assert status["jobs"]["jobs"]["train"]["joins_total"] == 2
 
-        client.call("job_members", {"job": "train", "members": [member(w0)], "epoch": 3})
+        client.call("job_members", {"job": "train", "members": [_member(w0)], "epoch": 3})
         left_s = filters_within(1, 1.0)
         assert left_s <= 1.0
         again = _where_it_went(client, h, w1.addr)
