@@ -24,7 +24,8 @@ from typing import Mapping
 from policies.model import Policy
 from qosd.control.allocate import Grant, allocate, probe_capped
 from qosd.control.autorate import AutorateState, is_probing, update_link
-from qosd.control.classes import ClassState, TickContext, fresh, update_compute, update_scavenger
+from qosd.control.classes import (EPS_S, ClassState, TickContext, fresh, update_compute,
+                                  update_scavenger)
 from qosd.control.decision import Decision, Field, Reason
 from qosd.control.delay import delay_view
 from qosd.control.rightsize import SizingState, sized_limits
@@ -174,26 +175,8 @@ def step(policy: Policy, state: ControllerState, tick: Tick,
                     if control.mode == "right-size" else limits)
     alloc = allocate(autorate.link_bps, alloc_limits, policy.classes,
                      {name: cs.target_bps for name, cs in updated.items()})
-    capped: frozenset[str] = frozenset()
-    probe_others_bps = None
-    last_step_s = autorate.last_probe_s
-    if (is_probing(autorate, link_policy_bps, tuning) and last_step_s is not None
-            and now - last_step_s <= tuning.probe_cap_s + 1e-9):
-        # only while a step is fresh: a link that sits at the probes' ceiling (at a
-        # bottleneck that is the policy's own rate) is past its plateau for good, and a cap
-        # there kept disk out of every gap a duty-cycled job left (share 0.24, from 1.05)
-        # a peak that decays 20% a second: what the others send falls within a tick as the
-        # router's queue squeezes them, which must not widen the scavengers' room, while
-        # a class that stopped for good gives its room back in a few seconds
-        probe_others_bps = max(
-            (state.probe_others_bps or 0.0) * PROBE_OTHERS_DECAY_PER_S ** dt_s,
-            sum(tick.classes[c.name].tx_rate_bps for c in policy.classes
-                if not c.scavenger and c.name in tick.classes))
-        uncapped = alloc
-        alloc = probe_capped(alloc, policy.classes, probe_others_bps, autorate.link_bps)
-        capped = frozenset(n for n in alloc if alloc[n] != uncapped[n])
-    elif state.probe_others_bps is not None:      # the cap ends: its release is the probe's too
-        capped = frozenset(c.name for c in policy.classes if c.scavenger)
+    alloc, capped, probe_others_bps = _probe_cap(policy, state, autorate, tick, alloc, dt_s,
+                                                 tuning)
 
     decisions = _decisions(policy, now, state, autorate, link_reason, limits_cause, own,
                            limit_reasons, prior, alloc, capped)
@@ -210,6 +193,31 @@ def step(policy: Policy, state: ControllerState, tick: Tick,
         site_scavenger_bps=tick.site_scavenger_bps, sent_peak_bps=sent_peak_bps,
         direction=state.direction, downstream=downstream, probe_others_bps=probe_others_bps)
     return next_state, decisions
+
+
+def _probe_cap(policy: Policy, state: ControllerState, autorate: AutorateState, tick: Tick,
+               alloc: dict[str, Grant], dt_s: float,
+               tuning: Tuning) -> tuple[dict[str, Grant], frozenset[str], float | None]:
+    """Rule 5 of `allocate` (`probe_capped`): the grants, the scavengers it moved (its
+    release included: that too is the probe's doing), and the others' peak to carry on.
+
+    Only while a probe step is fresh: a link that sits at the probes' ceiling (at a
+    bottleneck that is the policy's own rate) is past its plateau for good, and a cap there
+    kept disk out of every gap a duty-cycled job left (share 0.24, from 1.05). The others'
+    rate is a peak that decays 20% a second: what they send falls within a tick as the
+    router's queue squeezes them, which must not widen the scavengers' room, while a class
+    that stopped for good gives its room back in a few seconds."""
+    last_step_s = autorate.last_probe_s
+    if not (is_probing(autorate, state.policy_link_bps, tuning) and last_step_s is not None
+            and tick.now_s - last_step_s <= tuning.probe_cap_s + EPS_S):
+        released = state.probe_others_bps is not None
+        return alloc, frozenset(c.name for c in policy.classes
+                                if c.scavenger and released), None
+    others_bps = max((state.probe_others_bps or 0.0) * PROBE_OTHERS_DECAY_PER_S ** dt_s,
+                     sum(tick.classes[c.name].tx_rate_bps for c in policy.classes
+                         if not c.scavenger and c.name in tick.classes))
+    capped = probe_capped(alloc, policy.classes, others_bps, autorate.link_bps)
+    return capped, frozenset(n for n in capped if capped[n] != alloc[n]), others_bps
 
 
 def _decisions(policy: Policy, now: float, state: ControllerState, autorate: AutorateState,
