@@ -290,3 +290,103 @@ def test_a_severe_queue_draining_too_slowly_at_a_cut_is_cut_again():
     cuts = [(now, bps) for now, why, bps in moves if why == "upstream-bottleneck"]
     assert cuts and cuts[0][0] <= 2.0 + TUNING.link_refractory_s + DT_S + 1e-9, moves
     assert 0.75 * 38.8 * MBIT <= cuts[0][1] < 38.8 * MBIT, moves
+
+
+def _behind(st, start_s, end_s, sent_bps, delay_s=0.002, policy_link_bps=100 * MBIT):
+    """Ticks from `start_s` to `end_s` with a steady delay, the host sending
+    `sent_bps(link_bps, now)`; returns the state and the link's moves."""
+    from qosd.control.autorate import update_link
+    from qosd.control.delay import delay_view
+    from qosd.control.signals import PathSample, Tick
+
+    moves, now = [], start_s
+    while now <= end_s + 1e-9:
+        view = delay_view(delay_s, delay_s, DT_S, TARGET_S, TUNING, delay_s, 2 * DT_S)
+        tick = Tick(now, NOON, {}, PathSample(delay_s, 0.02, 0.02), sent_bps(st.link_bps, now))
+        st, why = update_link(st, view, tick, policy_link_bps, DT_S, TUNING)
+        if why:
+            moves.append((round(now, 2), why, st.link_bps))
+        now += DT_S
+    return st, moves
+
+
+def _at_plateau(hint_bps):
+    from qosd.control.autorate import AutorateState
+
+    plateau = int(TUNING.link_settle_frac * hint_bps)
+    return AutorateState(link_bps=plateau, calm_since_s=0.0, last_cut_s=0.0,
+                         capacity_hint_bps=hint_bps, tx_avg_bps=plateau)
+
+
+def test_a_probe_step_the_link_does_not_carry_finds_the_bottleneck_before_any_delay_shows():
+    # past a remote bottleneck the acks clock the senders: the host sends its rate whatever
+    # it is shaped to, and the delay stays under target (measured: 59-61 mbit sent on every
+    # tick at a 72 mbit link over a 60 mbit router, the delay at 4-6 ms)
+    router_bps = 60 * MBIT
+    st, moves = _behind(_at_plateau(router_bps), 0.1, 6.0,
+                        lambda link_bps, now: min(link_bps, 1.005 * router_bps))
+    cuts = [m for m in moves if m[1] == "upstream-bottleneck"]
+    assert cuts, moves
+    assert max(bps for _, _, bps in moves) <= router_bps + 3 * TUNING.min_change_frac * 100 * MBIT
+    assert all(bps <= router_bps for _, _, bps in cuts), moves
+    assert all(bps >= 0.95 * router_bps for _, _, bps in cuts), moves   # no ratchet down
+
+
+def test_a_probe_step_whose_demand_went_is_not_read_as_the_bottleneck():
+    # the host stops filling the link mid-probe (compute's job ended): carrying less is
+    # the demand's doing, and a cut sized on it would ratchet the plateau down
+    router_bps = 80 * MBIT
+    st, moves = _behind(_at_plateau(60 * MBIT), 0.1, 2.9,
+                        lambda link_bps, now: link_bps if now < 2.3 else 20 * MBIT)
+    assert moves and not [m for m in moves if m[1] == "upstream-bottleneck"], moves
+    assert st.link_bps >= 60 * MBIT and st.link_bps < router_bps
+
+
+def test_a_link_that_steps_fill_climbs_to_a_risen_capacity():
+    # each step carried what it added: the probes go on, doubling, to the new capacity
+    st, moves = _behind(_at_plateau(40 * MBIT), 0.1, 8.0,
+                        lambda link_bps, now: min(link_bps, 80 * MBIT))
+    assert st.capacity_hint_bps >= 0.95 * 80 * MBIT, moves
+    assert 0.9 * 80 * MBIT <= st.link_bps <= 80 * MBIT, moves
+
+
+def test_a_probe_hit_by_delay_estimates_no_higher_than_what_the_step_carried():
+    # a plateau set over the bottleneck (61.3 over 60 mbit) held the queue under target;
+    # the step past it raised it over: the middle of the step would put the plateau higher
+    # still, what the step carried puts it under the router
+    from qosd.control.autorate import AutorateState, update_link
+    from qosd.control.delay import delay_view
+    from qosd.control.signals import PathSample, Tick
+
+    router_bps = 60 * MBIT
+    st = AutorateState(link_bps=int(63.3 * MBIT), calm_since_s=0.0, last_cut_s=0.0,
+                       last_probe_s=1.0, probe_from_bps=int(61.3 * MBIT), probe_streak=1,
+                       probe_delay_s=0.004, capacity_hint_bps=int(63.2 * MBIT),
+                       tx_avg_bps=router_bps, step_tx_sum_bps=2 * router_bps, step_ticks=2,
+                       step_base_tx_bps=router_bps)
+    prev = 0.004
+    for now, delay in ((1.3, 0.0065), (1.4, 0.0072)):
+        view = delay_view(delay, prev, DT_S, TARGET_S, TUNING)
+        st, why = update_link(st, view, Tick(now, NOON, {}, PathSample(delay, 0.02, 0.02),
+                                             router_bps), 100 * MBIT, DT_S, TUNING)
+        prev = delay
+        if why:
+            break
+    assert why == "upstream-bottleneck"
+    assert st.capacity_hint_bps <= router_bps and st.link_bps < router_bps
+
+
+def test_a_queue_that_drains_after_a_cut_holds_the_next_even_on_a_link_not_full():
+    # a scavenger's yield emptied the link a tick before the cut: the queue drains fast,
+    # and a second cut sized on the yielded rate took a 60 mbit router's link to 18
+    from qosd.control.autorate import AutorateState
+
+    st = AutorateState(link_bps=int(61.3 * MBIT), calm_since_s=None, over_since_s=2.15,
+                       last_cut_s=2.15, capacity_hint_bps=int(63.2 * MBIT),
+                       tx_avg_bps=40 * MBIT, cut_from_bps=100 * MBIT, episode_s=2.15,
+                       episode_from_bps=100 * MBIT, episode_delay_s=0.0167)
+    measured = [(2.25, 0.0292, 27), (2.35, 0.0230, 17), (2.45, 0.0178, 10), (2.55, 0.0140, 10),
+                (2.65, 0.0108, 10), (2.75, 0.0080, 10), (2.85, 0.0066, 10), (2.95, 0.0050, 10)]
+    st, moves = _replay(st, measured)
+    assert not [m for m in moves if m[1] == "upstream-bottleneck"], moves
+    assert st.link_bps == int(61.3 * MBIT)

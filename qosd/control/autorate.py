@@ -21,17 +21,22 @@ Evidence that the shaped link is at or above the bottleneck:
 - a probe hit: past the plateau, the delay went over target or rose by `probe_rise_mult`
   targets since the last step: the step found the bottleneck again, so go back at once
   (scavengers hold still meanwhile: a yielding scavenger would hide the cause and saw);
+- a probe step that carried nothing: from a full link, the step carried clearly less than
+  it added (`_carried_nothing_more`): past a remote bottleneck the acks clock the senders,
+  and the delay may stay under target while the router's fifo hands compute's share to the
+  bulk flows, so throughput tells first;
 - persistent: delay over target for `link_persist_s` with the link not full (the
   bottleneck is upstream of a rate the host does not even reach), or past its plateau, or
   the delay severe (at the plateau a mild excursion over target may be the host's own
   wander: cutting on each would ratchet the plateau down). A queue that shrinks holds the
-  next cut back only on a full link (a cut's drain), and only while it shrinks fast enough
-  to be under target (a severe one: gone) within `link_drain_s` (a cut that landed at the
-  new bottleneck's own rate never drains what the drop left). On a link the host does not
-  fill, the shrinking is the senders backing off at the bottleneck, and they fill it again:
-  measured, with the router at 40 mbit under a link at 97, two TCP uploads held its queue
-  at 5-8 ms shrinking 1-8 ms/s, and the link stayed at 97 for 2.5 s (about one run in six
-  of the capacity-drop test);
+  next cut back only while it shrinks fast enough to be under target (a severe one: gone)
+  within `link_drain_s` (a cut that landed at the new bottleneck's own rate never drains
+  what the drop left). On a link the host does not fill, a slow shrinking is the senders
+  backing off at the bottleneck, and they fill it again: measured, with the router at 40
+  mbit under a link at 97, two TCP uploads held its queue at 5-8 ms shrinking 1-8 ms/s,
+  and the link stayed at 97 for 2.5 s (about one run in six of the capacity-drop test). A
+  fast one holds the cut there too: a scavenger's yield to the same queue emptied the
+  link, and a second cut sized on the yielded rate took a 60 mbit router's link to 18;
 - (never) deaf: when cuts took the link to half of where their episode began and a second
   later the delay is as high as when it began, and as high as at the last cut once that cut
   has had `link_refractory_s` to act (it never fell below), the queue is not this link's (a download's, seen by
@@ -59,7 +64,10 @@ full when the smoothed rate or either of the last two ticks fills it (one stalle
 does not make it idle). A first cut on such a sample can go too deep; the queue then
 drains, and its draining slope corrects the estimate upward (conservation again) before
 the link returns to the plateau. After a mild probe hit the bottleneck lies between the level
-the step left, which held a while, and the one it reached: the estimate is their middle. A
+the step left, which held a while, and the one it reached: the estimate is their middle, or
+what the step carried when that is less (a plateau set over the bottleneck holds a queue
+under target for seconds, and a hit on the step past it put the middle higher still: 61.3
+mbit over a 60 mbit router, compute's steps 1.4x). A
 cut takes at most `1 - link_cut_deepest` of the link, and the next waits
 `link_refractory_s` (cake-autorate's refractory period: a second cut on the first one's
 stale growth would take the estimate, and the plateau with it, far below the bottleneck),
@@ -73,7 +81,8 @@ per `probe_step_s`, each twice the last (convex, as CUBIC leaves its plateau) up
 that went away, or was underestimated, is found again within a few steps (near the policy
 link they stop short of the estimate: see `_probe_ceiling`). Probing needs the
 delay under target, not within the hold band: a rule waiting for a loaded host's delay
-floor to clear would leave an underestimate in place for good.
+floor to clear would leave an underestimate in place for good. It also needs a link that
+carries `probe_load_frac` of its rate, and each step is judged by what it carried.
 """
 
 from __future__ import annotations
@@ -110,6 +119,9 @@ class AutorateState:
     cut_delay_s: float = 0.0               # filtered delay at the last cut ...
     cut_low_s: float = 0.0                 # ... and the lowest since
     deaf_floor_s: float | None = None      # a queue that did not answer cuts: its delay
+    step_tx_sum_bps: float = 0.0           # the host's send rate summed over the ticks ...
+    step_ticks: int = 0                    # ... since the last probe step
+    step_base_tx_bps: float = 0.0          # what the link carried before that step
 
 
 def _since(active: bool, since_s: float | None, now_s: float) -> float | None:
@@ -137,6 +149,8 @@ def update_link(st: AutorateState, view: DelayView, tick: Tick, policy_link_bps:
                  tx_avg_bps=tx if avg is None else avg + tuning.link_tx_gain * (tx - avg),
                  tx_last_bps=tx,
                  band_share=st.band_share + tuning.link_share_gain * (band - st.band_share))
+    if st.last_probe_s is not None and now > st.last_probe_s + EPS_S:
+        st = replace(st, step_tx_sum_bps=st.step_tx_sum_bps + tx, step_ticks=st.step_ticks + 1)
     if view.raw_s is None and st.capacity_hint_bps is not None:
         st = replace(st, capacity_hint_bps=None)   # blind: back to the policy, not a guess
     if st.last_cut_s is not None and view.delay_s is not None:
@@ -222,13 +236,15 @@ def _maybe_cut(st: AutorateState, view: DelayView, tick: Tick, sent_bps: tuple[f
     standing = plateau is None and full and st.band_share >= tuning.link_standing_share
     shrinking = view.draining or view.slope < 0.0
     slow_drain = _drains_slowly(view, severe, tuning)
-    held = shrinking and full and not slow_drain    # a cut's drain: wait for it
+    held = shrinking and not slow_drain    # a cut's (or a yield's) drain: wait for it
     if not (building or choked or standing or ((probe_hit or persistent) and not held)):
         return None
     fresh = st.last_cut_s is None or now - st.last_cut_s > tuning.link_episode_s
     slope = max(view.slope, view.growth) if fresh else view.slope
     if probe_hit and not (building or choked or severe):
         estimate_bps = (min(st.probe_from_bps, link_bps) + link_bps) / 2.0
+        if st.step_ticks:
+            estimate_bps = min(estimate_bps, st.step_tx_sum_bps / st.step_ticks)
     else:
         rate_in = (tick_tx_bps if building or choked
                    else min(float(link_bps), tx_bps, sum(sent_bps) / 2))
@@ -291,7 +307,11 @@ def _probe_ceiling(hint_bps: int | None, policy_link_bps: int, tuning: Tuning) -
 def _maybe_probe(st: AutorateState, view: DelayView, now: float, policy_link_bps: int,
                  tuning: Tuning) -> tuple[AutorateState, Reason | None]:
     """Back to the plateau, then past it after the hold, one growing step at a time; with
-    no estimate at all, climb fast. Every step needs the delay under target for a while.
+    no estimate at all, climb fast. Every step needs the delay under target for a while,
+    and a step past the plateau a link that carries most of its rate (cake-autorate's
+    load threshold): a step nobody fills tests nothing, and the link it leaves is found
+    over the bottleneck by whatever sends next (measured: a link probed to 66 mbit over a
+    60 mbit router while disk regrew from a yield, and compute's first steps 1.5x).
     A step closes the episode of cuts: the queue answered them, and a delay the step
     brings is a probe hit, not a deaf queue (measured: a probe from 39 to 43 mbit under a
     40 mbit router was undone as deaf, back to 100, by the episode begun before the drop)."""
@@ -308,16 +328,73 @@ def _maybe_probe(st: AutorateState, view: DelayView, now: float, policy_link_bps
         new_bps, streak = link_bps + int(tuning.probe_fast_frac * policy_link_bps), 0
     else:
         assert st.last_cut_s is not None
-        if (now - st.last_cut_s < st.hold_s - EPS_S
+        if ((st.tx_avg_bps or 0.0) < tuning.probe_load_frac * link_bps
+                or now - st.last_cut_s < st.hold_s - EPS_S
                 or (st.last_probe_s is not None
                     and now - st.last_probe_s < tuning.probe_step_s - EPS_S)):
             return st, None
+        carried = _carried_nothing_more(st, policy_link_bps, tuning)
+        if carried is not None:
+            return _step_found_bottleneck(st, carried, now, tuning), "upstream-bottleneck"
         step = min(int(tuning.probe_slow_frac * hint) << min(st.probe_streak, 16),
                    int(tuning.probe_step_max_frac * policy_link_bps))
         new_bps, streak = link_bps + max(min_change_bps, step), st.probe_streak + 1
     new_bps = min(_probe_ceiling(hint, policy_link_bps, tuning), new_bps)
     if new_bps <= link_bps:
         return st, None
+    base_bps = (st.step_tx_sum_bps / st.step_ticks if streak > 1 and st.step_ticks
+                else st.tx_avg_bps or 0.0)
     return replace(st, link_bps=new_bps, last_probe_s=now, probe_streak=streak,
                    probe_delay_s=view.delay_s or 0.0, probe_from_bps=link_bps,
-                   episode_s=None), "upstream-clear"
+                   episode_s=None, step_tx_sum_bps=0.0, step_ticks=0,
+                   step_base_tx_bps=base_bps), "upstream-clear"
+
+
+def _carried_nothing_more(st: AutorateState, policy_link_bps: int,
+                          tuning: Tuning) -> float | None:
+    """The bottleneck, when the last probe step found it by throughput: the link was full
+    before the step and carried clearly less of the step than it added.
+
+    A remote bottleneck clocks the senders' acks, so past it the host sends its rate
+    whatever it is shaped to, and its queue grows only by the senders' window growth: at
+    72 mbit over a 60 mbit router the host sent 59-61 mbit on every tick while the delay
+    stood at 4-6 ms, under target, for two seconds of steps (compute's share went to the
+    bulk flows at the router's fifo meanwhile). Throughput tells at the first step.
+
+    Steps are judged against the one before, both measured under the probe cap, whose
+    dips (the scavengers held to what the others' peak leaves) cancel out; past the
+    bottleneck there are none (the router's queue fills them), so what the step carried is
+    the estimate. A small step has to show at least half itself, a large one all but
+    `probe_noise_frac` of the link (a 15 mbit step that carried 10 more found the
+    bottleneck inside it). The link before the step counts as full when it carried nearly
+    its rate, or the estimate where it stood past it (a plateau set above the bottleneck
+    never fills its own rate, and steps from it were never judged: up to 82 mbit over a
+    60 mbit router). None: the step carried its share, the link was not full (no demand
+    to tell by), it carried well under what it did before (the demand went: the delay
+    rules judge a capacity drop), or no step past the plateau has been measured."""
+    if st.probe_streak < 2 or st.step_ticks < tuning.probe_step_ticks_min:
+        return None
+    grown_bps = st.link_bps - st.probe_from_bps
+    base_bps = st.step_base_tx_bps
+    carried_bps = st.step_tx_sum_bps / st.step_ticks
+    slack_bps = min(tuning.probe_gain_frac * grown_bps, tuning.probe_noise_frac * policy_link_bps)
+    reach_bps = min(st.probe_from_bps, st.capacity_hint_bps or st.probe_from_bps)
+    full_before = base_bps >= tuning.link_full_frac * reach_bps
+    held_level = carried_bps >= tuning.link_full_frac * base_bps
+    if (not full_before or not held_level
+            or carried_bps - base_bps >= grown_bps - slack_bps):
+        return None
+    return min(float(st.link_bps), carried_bps)
+
+
+def _step_found_bottleneck(st: AutorateState, carried_bps: float, now: float,
+                           tuning: Tuning) -> AutorateState:
+    """Back to a plateau under what the step carried, as after a probe hit by delay."""
+    hint = st.capacity_hint_bps
+    again = hint is not None and abs(carried_bps - hint) <= tuning.probe_near_frac * hint
+    hold_s = min(2 * st.hold_s, tuning.plateau_hold_max_s) if again else tuning.plateau_hold_s
+    new_bps = int(tuning.link_settle_frac * carried_bps)
+    return replace(st, link_bps=new_bps, last_cut_s=now, cut_delay_s=0.0, cut_low_s=0.0,
+                   capacity_hint_bps=int(carried_bps), hold_s=hold_s, probe_streak=0,
+                   band_share=0.0, cut_from_bps=st.link_bps, step_tx_sum_bps=0.0,
+                   step_ticks=0)

@@ -63,11 +63,18 @@ class Tuning:
                                        # this: a capacity that rose is found within ~5 s
     probe_step_s: float = 0.4          # past the plateau, one probe step per this
     probe_rise_mult: float = 1.0       # delay up this many targets since a step: it hit
+    probe_load_frac: float = 0.8       # of the shaped rate: a link sending less never
+                                       # probes past its plateau
     probe_slow_frac: float = 0.01      # of the estimate: the first step past the plateau;
                                        # each next doubles
     probe_fast_frac: float = 0.05      # probe step per tick with no bottleneck estimate
     probe_step_max_frac: float = 0.15  # the largest step past a plateau
     probe_near_frac: float = 0.1       # a cut within this share of the last estimate: "again"
+    probe_gain_frac: float = 0.5       # of a probe step: a full link that carried less than
+                                       # this more found the bottleneck ...
+    probe_noise_frac: float = 0.03     # ... or, for a larger step, less than all of it but
+                                       # this share of the link (what a step's mean wanders)
+    probe_step_ticks_min: int = 2      # ticks a probe step is measured over, at least
     probe_cap_s: float = 1.0           # scavengers held to what the others leave this long
                                        # after a probe step: its hit shows within about this
 
