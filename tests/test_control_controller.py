@@ -120,12 +120,28 @@ def test_link_probes_back_only_after_the_hold_and_only_while_under_target():
     # a mild delay that stays over target: no probing, and no second cut at the plateau
     state, made = run(state, [tick(0.1 * k, delay_s=0.006, link_tx=cut_bps) for k in range(3, 20)])
     assert link_rate_bps(state) == cut_bps and not [d for d in made if d.field == "link"]
-    # under target, if not yet within the hold band (a loaded host's own delay floor)
-    state, made = run(state, [tick(0.1 * k, delay_s=0.004, link_tx=cut_bps) for k in range(20, 80)])
-    probes = [d for d in made if d.field == "link"]
+    # under target, if not yet within the hold band (a loaded host's own delay floor), on a
+    # host that fills whatever link it is given
+    probes = []
+    for k in range(20, 80):
+        state, made = step(POLICY, state, tick(0.1 * k, delay_s=0.004,
+                                               link_tx=link_rate_bps(state)))
+        probes += [d for d in made if d.field == "link"]
     assert probes[0].t_s >= 2.0 + TUNING.probe_hold_s - 1e-9
     assert {d.reason for d in probes} == {"upstream-clear"}
     assert link_rate_bps(state) == 100 * MBIT
+
+
+def test_a_link_nobody_fills_returns_to_its_plateau_but_does_not_probe_past_it():
+    state = initial_state(POLICY, NOON)
+    state, _ = run(state, [tick(0.1, link_tx=60 * MBIT), tick(0.2, delay_s=0.025, link_tx=60 * MBIT)])
+    plateau_bps = int(TUNING.link_settle_frac * state.autorate.capacity_hint_bps)
+    state, made = run(state, [tick(0.1 * k, link_tx=20 * MBIT) for k in range(3, 80)])
+    assert link_rate_bps(state) <= plateau_bps
+    assert not [d for d in made if d.field == "link" and d.new_bps > plateau_bps]
+    # once something fills it, the probes go on
+    state, made = run(state, [tick(0.1 * k, link_tx=link_rate_bps(state)) for k in range(80, 100)])
+    assert [d for d in made if d.field == "link" and d.new_bps > plateau_bps]
 
 
 def test_the_link_never_goes_below_its_floor():
@@ -251,3 +267,37 @@ def test_a_download_queue_seen_downstream_leaves_the_uplink_alone():
         state, more = step(policy, state, t)
         made += more
     assert [d.reason for d in made if d.field == "link"][:1] == ["upstream-bottleneck"]
+
+
+def test_a_cut_after_a_scavengers_yield_is_sized_on_what_the_link_sent_before_it():
+    # disk's own path shows the router's queue a tick before compute's does: disk yields,
+    # and the link, cutting on the next tick, must not read the emptied link as the
+    # bottleneck's rate (measured: a 60 mbit router's link cut to 18-30 mbit that way)
+    bulk = PathSample(0.030, 0.02, 0.05, role="bulk")
+    state = initial_state(POLICY, NOON)
+    state, _ = step(POLICY, state, tick(0.1, link_tx=64 * MBIT, disk=(64 * MBIT, 90_000, True)))
+    state, made = step(POLICY, state, replace(
+        tick(0.2, link_tx=64 * MBIT, disk=(64 * MBIT, 90_000, True)), bulk_path=bulk))
+    assert [d for d in made if d.cls == "disk" and d.reason == "delay-over-target"]
+    assert link_rate_bps(state) == 100 * MBIT
+    # the yield took effect: the link now sends what disk's new ceil lets through
+    yielded_bps = grants(state)["disk"].ceil_bps
+    state, made = step(POLICY, state, replace(
+        tick(0.3, delay_s=0.030, link_tx=yielded_bps, disk=(yielded_bps, 90_000, True)),
+        bulk_path=bulk))
+    cuts = [d for d in made if d.field == "link"]
+    assert [d.reason for d in cuts] == ["upstream-bottleneck"]
+    # a queue 30 ms deep after 0.1 s on 64 mbit in: the bottleneck drains 64 / 1.3 ~ 49
+    assert cuts[0].new_bps >= 0.8 * 64 * MBIT / 1.3 > yielded_bps
+
+
+def test_a_tick_that_comes_early_after_a_late_one_does_not_steepen_the_slope():
+    # 19 ms of queue that built over a late tick's 0.17 s, seen 0.03 s after it: over the
+    # short gap it reads 0.63 s/s and cuts a 60 mbit bottleneck's link to 37; over the
+    # control interval, 0.19 s/s, to about 48
+    state = initial_state(POLICY, NOON)
+    state, _ = run(state, [tick(0.1, link_tx=60 * MBIT), tick(0.27, link_tx=60 * MBIT)])
+    state, made = step(POLICY, state, tick(0.30, delay_s=0.019, link_tx=60 * MBIT))
+    cuts = [d for d in made if d.field == "link"]
+    assert [d.reason for d in cuts] == ["upstream-bottleneck"]
+    assert cuts[0].new_bps >= 0.9 * 60 * MBIT / 1.19 * (1 - 0.019 / TUNING.link_drain_s)

@@ -37,7 +37,6 @@ from qosd.control.tuning import DEFAULT_TUNING, Tuning
 
 
 PEAK_DECAY_PER_S = 0.98      # the sent peak halves in ~35 s of sending less
-PROBE_OTHERS_DECAY_PER_S = 0.8   # a probe's view of what the others send: -20%/s
 MIN_REFERENCE_FRAC = 0.01
 
 
@@ -60,7 +59,9 @@ class ControllerState:
     downstream: bool = False                 # the delay was read as the ingress's queue and
                                              # has not been under target since
     probe_others_bps: float | None = None    # while the link probes: the classes other
-                                             # than scavengers, their decaying peak rate
+                                             # than scavengers, their peak since it began
+    yield_tx_bps: float | None = None        # what the link sent before scavengers yielded
+                                             # to the delay now over target
 
 
 def initial_state(policy: Policy, wallclock: datetime, link_bps: int | None = None,
@@ -132,14 +133,20 @@ def step(policy: Policy, state: ControllerState, tick: Tick,
     dt_s = now - state.last_now_s if state.last_now_s is not None else control.interval_s
     delay_s = tick.path.delay_s
     older_dt_s = now - state.older_now_s if state.older_now_s is not None else 0.0
-    view = delay_view(delay_s, state.last_delay_s, dt_s, control.target_delay_s, tuning,
-                      state.older_delay_s, older_dt_s)
+    # A tick that runs late is followed by one that runs early, while the probes that move
+    # the delay keep their own pace: over the short gap, a rise that built across both
+    # read several times its real slope (a 19 ms rise as 0.66 s/s, and a 100 mbit link
+    # cut to 35 over a 60 mbit router). Slopes are taken over at least the interval.
+    slope_dt_s = max(dt_s, control.interval_s)
+    view = delay_view(delay_s, state.last_delay_s, slope_dt_s,
+                      control.target_delay_s, tuning, state.older_delay_s,
+                      max(older_dt_s, 2 * control.interval_s) if older_dt_s else 0.0)
     ctx = TickContext(now, state.autorate.link_bps, link_policy_bps, view,
                       max(control.interval_s, tick.path.rtt_s or 0.0), tuning,
                       is_probing(state.autorate, link_policy_bps, tuning))
     bulk = tick.bulk_path
     bulk_delay_s = bulk.delay_s
-    bulk_view = delay_view(bulk_delay_s, state.last_bulk_delay_s, dt_s, control.target_delay_s,
+    bulk_view = delay_view(bulk_delay_s, state.last_bulk_delay_s, slope_dt_s, control.target_delay_s,
                            tuning) if bulk_delay_s is not None else None
     scav_view = scavenger_view(view, bulk_view)
     sent_peak_bps = max(tick.link_tx_rate_bps, state.sent_peak_bps * PEAK_DECAY_PER_S ** dt_s)
@@ -165,8 +172,13 @@ def step(policy: Policy, state: ControllerState, tick: Tick,
     side = queue_side(policy, state, tick, tuning)
     queue_here = state.direction == "egress" and side == "egress"
     downstream = state.direction == "egress" and side == "ingress" and view.over
+    yield_tx_bps = _yield_tx(policy, state, tick, view.over, own, updated, prior)
+    link_tx_bps = max(tick.link_tx_rate_bps, yield_tx_bps or 0.0)
     autorate, link_reason = update_link(state.autorate, view, tick, link_policy_bps,
-                                        control.interval_s, tuning, queue_here=queue_here)
+                                        control.interval_s, tuning, tx_bps=link_tx_bps,
+                                        queue_here=queue_here)
+    if link_reason == "upstream-bottleneck":
+        yield_tx_bps = None
     # Right-size's cap is what the job needs, not a share: with disk's raised guarantee
     # sized against the configured link, an autorate cut scaled every guarantee down and
     # compute's under its need (measured: 53 -> 42.5 mbit at a 96 mbit link, steps 1.2-1.5x).
@@ -175,7 +187,7 @@ def step(policy: Policy, state: ControllerState, tick: Tick,
                     if control.mode == "right-size" else limits)
     alloc = allocate(autorate.link_bps, alloc_limits, policy.classes,
                      {name: cs.target_bps for name, cs in updated.items()})
-    alloc, capped, probe_others_bps = _probe_cap(policy, state, autorate, tick, alloc, dt_s,
+    alloc, capped, probe_others_bps = _probe_cap(policy, state, autorate, tick, alloc,
                                                  tuning)
 
     decisions = _decisions(policy, now, state, autorate, link_reason, limits_cause, own,
@@ -191,12 +203,33 @@ def step(policy: Policy, state: ControllerState, tick: Tick,
         last_delay_s=delay_s, last_now_s=now, older_delay_s=state.last_delay_s,
         older_now_s=state.last_now_s, sizing=sizing, last_bulk_delay_s=bulk_delay_s,
         site_scavenger_bps=tick.site_scavenger_bps, sent_peak_bps=sent_peak_bps,
-        direction=state.direction, downstream=downstream, probe_others_bps=probe_others_bps)
+        direction=state.direction, downstream=downstream, probe_others_bps=probe_others_bps,
+        yield_tx_bps=yield_tx_bps)
     return next_state, decisions
 
 
+def _yield_tx(policy: Policy, state: ControllerState, tick: Tick, over: bool,
+              own: Mapping[str, Reason | None], updated: Mapping[str, ClassState],
+              prior: Mapping[str, ClassState]) -> float | None:
+    """What the link sent before the scavengers yielded to this episode's delay, for the
+    link's rules to read in place of what it sends after.
+
+    The scavengers yield on the first tick over target, the link cuts on the next: read on
+    the yielded rate, an upstream bottleneck found at 60 mbit under a 100 mbit link looked
+    like one the host could not even fill (a yield, not the bottleneck, emptied it) and was
+    cut to 18-30 mbit, a climb of seconds back. Forgotten once the delay is under target or
+    the link has cut. A scavenger reading its own bulk path may yield a tick before the
+    compute path shows the queue: that yield counts too."""
+    yielded = any(own[c.name] == "delay-over-target" and c.name in prior
+                  and updated[c.name].target_bps < prior[c.name].target_bps
+                  for c in policy.classes if c.scavenger)
+    if state.yield_tx_bps is not None and (over or yielded):
+        return state.yield_tx_bps
+    return tick.link_tx_rate_bps if yielded else None
+
+
 def _probe_cap(policy: Policy, state: ControllerState, autorate: AutorateState, tick: Tick,
-               alloc: dict[str, Grant], dt_s: float,
+               alloc: dict[str, Grant],
                tuning: Tuning) -> tuple[dict[str, Grant], frozenset[str], float | None]:
     """Rule 5 of `allocate` (`probe_capped`): the grants, the scavengers it moved (its
     release included: that too is the probe's doing), and the others' peak to carry on.
@@ -204,16 +237,18 @@ def _probe_cap(policy: Policy, state: ControllerState, autorate: AutorateState, 
     Only while a probe step is fresh: a link that sits at the probes' ceiling (at a
     bottleneck that is the policy's own rate) is past its plateau for good, and a cap there
     kept disk out of every gap a duty-cycled job left (share 0.24, from 1.05). The others'
-    rate is a peak that decays 20% a second: what they send falls within a tick as the
-    router's queue squeezes them, which must not widen the scavengers' room, while a class
-    that stopped for good gives its room back in a few seconds."""
+    rate is their peak since the probe run began, held: past the bottleneck the router's
+    fifo squeezes what they send, and a room that widened with it fed the squeeze (with a
+    peak decaying 20% a second, compute went from 52 to 26 mbit and disk from 8 to 35 over
+    two seconds of steps at a 60 mbit router). A class that stopped for good gets its room
+    back when the run ends, at most `probe_cap_s` after its last step."""
     last_step_s = autorate.last_probe_s
     if not (is_probing(autorate, state.policy_link_bps, tuning) and last_step_s is not None
             and tick.now_s - last_step_s <= tuning.probe_cap_s + EPS_S):
         released = state.probe_others_bps is not None
         return alloc, frozenset(c.name for c in policy.classes
                                 if c.scavenger and released), None
-    others_bps = max((state.probe_others_bps or 0.0) * PROBE_OTHERS_DECAY_PER_S ** dt_s,
+    others_bps = max(state.probe_others_bps or 0.0,
                      sum(tick.classes[c.name].tx_rate_bps for c in policy.classes
                          if not c.scavenger and c.name in tick.classes))
     capped = probe_capped(alloc, policy.classes, others_bps, autorate.link_bps)
