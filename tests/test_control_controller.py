@@ -301,3 +301,25 @@ def test_a_tick_that_comes_early_after_a_late_one_does_not_steepen_the_slope():
     cuts = [d for d in made if d.field == "link"]
     assert [d.reason for d in cuts] == ["upstream-bottleneck"]
     assert cuts[0].new_bps >= 0.9 * 60 * MBIT / 1.19 * (1 - 0.019 / TUNING.link_drain_s)
+
+
+def test_ticks_of_a_downstream_queue_do_not_build_toward_a_standing_cut_of_the_uplink():
+    # an all-reduce beside a download: the IFB full, the uplink busy short of full, and the
+    # round-trip delay 8 ms over a 5 ms target for 2 s: the downstream queue's. Then the
+    # delay falls to 4 ms (under target, above the hold band) while the IFB dips below the
+    # margin and the uplink peaks at 92: the queue reads as the uplink's, yet it was never
+    # standing on the uplink, so nothing cuts it (it used to: 100 -> 81 mbit)
+    policy = replace(POLICY, link=replace(POLICY.link, ingress_bps=95 * MBIT))
+    state = initial_state(policy, NOON)
+    ticks = [replace(tick(0.1 * k, delay_s=0.008, link_tx=80 * MBIT),
+                     ingress_rx_rate_bps=94 * MBIT) for k in range(1, 21)]
+    ticks += [replace(tick(0.1 * k, delay_s=0.004, link_tx=92 * MBIT),
+                      ingress_rx_rate_bps=87 * MBIT) for k in range(21, 26)]
+    state, made = run(state, ticks, policy)
+    assert [d for d in made if d.field == "link"] == []
+    assert link_rate_bps(state) == 100 * MBIT
+    # the same delay with no download (no IFB): 2 s in the band on a full uplink is a
+    # standing queue at a bottleneck at the shaper's own rate, for autorate to cut
+    state, made = run(initial_state(POLICY, NOON),
+                      [tick(0.1 * k, delay_s=0.004, link_tx=92 * MBIT) for k in range(1, 26)])
+    assert [d.reason for d in made if d.field == "link"][:1] == ["upstream-bottleneck"]

@@ -139,7 +139,10 @@ def update_link(st: AutorateState, view: DelayView, tick: Tick, policy_link_bps:
     this link carried (default: the tick's egress). With `queue_here` False the queue the
     delay shows sits on the other direction's path (see `queue_side`): this link never
     cuts for it, and neither starts nor judges an episode of cuts, but still returns to
-    its plateau and probes while the delay is under target."""
+    its plateau and probes while the delay is under target. Such a tick counts as under
+    the band for the standing rule: measured, a second of a download's queue read as the
+    downstream's left the share at the standing level, and the first tick the IFB dipped
+    under the margin cut the uplink to 81 mbit on a delay under target."""
     now = tick.now_s
     band = view.delay_s is not None and view.delay_s > tuning.hold_band * view.target_s
     tx, avg = tick.link_tx_rate_bps if tx_bps is None else tx_bps, st.tx_avg_bps
@@ -148,7 +151,8 @@ def update_link(st: AutorateState, view: DelayView, tick: Tick, policy_link_bps:
                  calm_since_s=_since(not view.over, st.calm_since_s, now),
                  tx_avg_bps=tx if avg is None else avg + tuning.link_tx_gain * (tx - avg),
                  tx_last_bps=tx,
-                 band_share=st.band_share + tuning.link_share_gain * (band - st.band_share))
+                 band_share=st.band_share + tuning.link_share_gain * ((band and queue_here)
+                                                                     - st.band_share))
     if st.last_probe_s is not None and now > st.last_probe_s + EPS_S:
         st = replace(st, step_tx_sum_bps=st.step_tx_sum_bps + tx, step_ticks=st.step_ticks + 1)
     if view.raw_s is None and st.capacity_hint_bps is not None:
