@@ -131,6 +131,24 @@ def test_bench_lines_judge_each_target_against_its_baseline():
     assert next(v for k, v in lines.items() if k.startswith("downlink")).met
 
 
+def test_the_downlink_line_names_the_paths_own_share_and_an_uplink_cut():
+    cfg = configs()
+    cut = Decision(t_s=2.2, cls="link", reason="upstream-bottleneck", field="link",
+                   old_bps=100_000_000, new_bps=55_000_000)
+    back = Decision(t_s=4.0, cls="link", reason="upstream-clear", field="link",
+                    old_bps=55_000_000, new_bps=57_000_000)
+    results = {"alone": _result("alone", [0.175] * 10),
+               "alone-down": _result("alone", [0.19] * 10),
+               "qosd-down": _result("qosd", [0.245] * 8, decisions=(cut, back))}
+    line = next(v for v in lines_from(results, cfg) if v.name.startswith("downlink"))
+    assert "alone through the same downlink 1.09x" in line.name
+    assert "uplink cut to 55 mbit" in line.name
+    assert not line.met and line.ratio == pytest.approx(1.4)
+    results["qosd-down"] = _result("qosd", [0.21] * 8)
+    line = next(v for v in lines_from(results, cfg) if v.name.startswith("downlink"))
+    assert "uplink cut" not in line.name and line.met
+
+
 def test_capacity_lines_time_the_cut_the_drain_and_the_rise():
     cfg = bench_capacity.configs()
     from integration.scenario_data import Sample
