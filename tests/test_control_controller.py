@@ -323,3 +323,33 @@ def test_ticks_of_a_downstream_queue_do_not_build_toward_a_standing_cut_of_the_u
     state, made = run(initial_state(POLICY, NOON),
                       [tick(0.1 * k, delay_s=0.004, link_tx=92 * MBIT) for k in range(1, 26)])
     assert [d.reason for d in made if d.field == "link"][:1] == ["upstream-bottleneck"]
+
+
+def test_a_downstream_reading_outlasts_an_all_reduces_gap_by_the_hold():
+    # the download's queue read as the IFB's; then a gap between all-reduce phases: the
+    # delay dips under target, the IFB is no longer full, and 0.4 s later the peer's next
+    # burst refills the router's downstream fifo (11 ms and rising) while the uplink sends
+    # short of its link: 'choked', were it read as the uplink's
+    policy = replace(POLICY, link=replace(POLICY.link, ingress_bps=95 * MBIT))
+
+    def run_gap(gap_ticks):
+        state = initial_state(policy, NOON)
+        ticks = [replace(tick(0.1 * k, delay_s=0.008, link_tx=80 * MBIT),
+                         ingress_rx_rate_bps=94 * MBIT) for k in range(1, 11)]
+        ticks += [replace(tick(0.1 * k, delay_s=0.003, link_tx=70 * MBIT),
+                          ingress_rx_rate_bps=72 * MBIT) for k in range(11, 11 + gap_ticks)]
+        k = 11 + gap_ticks
+        ticks += [replace(tick(0.1 * k, delay_s=0.011, link_tx=71 * MBIT),
+                          ingress_rx_rate_bps=71 * MBIT),
+                  replace(tick(0.1 * (k + 1), delay_s=0.013, link_tx=71 * MBIT),
+                          ingress_rx_rate_bps=71 * MBIT)]
+        return run(state, ticks, policy)
+
+    state, made = run_gap(4)
+    assert [d for d in made if d.field == "link"] == []
+    assert link_rate_bps(state) == 100 * MBIT
+    # a queue that comes after the delay has been under target longer than the hold is read
+    # afresh: with the uplink the busier side, it is the uplink's to cut
+    hold_ticks = int(TUNING.downstream_hold_s / 0.1) + 2
+    state, made = run_gap(hold_ticks)
+    assert [d.reason for d in made if d.field == "link"][:1] == ["upstream-bottleneck"]

@@ -57,7 +57,9 @@ class ControllerState:
     sent_peak_bps: float = 0.0               # the most the host sent lately (decaying)
     direction: str = "egress"                # or `ingress`: the IFB tree's own controller
     downstream: bool = False                 # the delay was read as the ingress's queue and
-                                             # has not been under target since
+                                             # has not been under target for
+                                             # `downstream_hold_s` since
+    downstream_calm_s: float | None = None   # ... when it last went under target
     probe_others_bps: float | None = None    # while the link probes: the classes other
                                              # than scavengers, their peak since it began
     yield_tx_bps: float | None = None        # what the link sent before scavengers yielded
@@ -94,9 +96,13 @@ def queue_side(policy: Policy, state: ControllerState, tick: Tick, tuning: Tunin
     smoothed as autorate smooths it). With both full, or no IFB tree, the egress, as before:
     an upstream bottleneck with a download beside it is read as downstream until the egress
     fills, a limit of reading one round-trip signal. Once read as the ingress's, the queue
-    stays the ingress's until the delay is under target (`ControllerState.downstream`): as
-    the ingress scavengers yield the IFB tree stops being full, and the same queue, draining,
-    would otherwise be taken for an upstream one and cut the uplink."""
+    stays the ingress's until the delay has been under target for `downstream_hold_s`
+    (`ControllerState.downstream`): as the ingress scavengers yield the IFB tree stops being
+    full, and the same queue, draining, would otherwise be taken for an upstream one and cut
+    the uplink; and an all-reduce's phases leave gaps where the IFB empties and the delay
+    dips under target, then the peer's next burst refills the router's downstream fifo
+    (230-280 KB within a tick) before the IFB reads full again (measured: read as the
+    uplink's 0.4 s after the dip, a cut 100 -> 67 mbit)."""
     if state.downstream:
         return "ingress"
     ingress_bps = policy.link.ingress_bps
@@ -171,7 +177,7 @@ def step(policy: Policy, state: ControllerState, tick: Tick,
     # its step 1.49x); its scavengers yield instead, and the queue is theirs.
     side = queue_side(policy, state, tick, tuning)
     queue_here = state.direction == "egress" and side == "egress"
-    downstream = state.direction == "egress" and side == "ingress" and view.over
+    downstream, downstream_calm_s = _downstream(state, side, view.over, now, tuning)
     yield_tx_bps = _yield_tx(policy, state, tick, view.over, own, updated, prior)
     link_tx_bps = max(tick.link_tx_rate_bps, yield_tx_bps or 0.0)
     autorate, link_reason = update_link(state.autorate, view, tick, link_policy_bps,
@@ -203,8 +209,8 @@ def step(policy: Policy, state: ControllerState, tick: Tick,
         last_delay_s=delay_s, last_now_s=now, older_delay_s=state.last_delay_s,
         older_now_s=state.last_now_s, sizing=sizing, last_bulk_delay_s=bulk_delay_s,
         site_scavenger_bps=tick.site_scavenger_bps, sent_peak_bps=sent_peak_bps,
-        direction=state.direction, downstream=downstream, probe_others_bps=probe_others_bps,
-        yield_tx_bps=yield_tx_bps)
+        direction=state.direction, downstream=downstream, downstream_calm_s=downstream_calm_s,
+        probe_others_bps=probe_others_bps, yield_tx_bps=yield_tx_bps)
     return next_state, decisions
 
 
@@ -226,6 +232,20 @@ def _yield_tx(policy: Policy, state: ControllerState, tick: Tick, over: bool,
     if state.yield_tx_bps is not None and (over or yielded):
         return state.yield_tx_bps
     return tick.link_tx_rate_bps if yielded else None
+
+
+def _downstream(state: ControllerState, side: str, over: bool, now_s: float,
+                tuning: Tuning) -> tuple[bool, float | None]:
+    """Whether the queue stays read as the ingress's next tick, and since when the delay
+    has been under target while it was (see `queue_side`)."""
+    if state.direction != "egress" or side != "ingress":
+        return False, None
+    if over:
+        return True, None
+    if not state.downstream:
+        return False, None
+    calm_s = state.downstream_calm_s if state.downstream_calm_s is not None else now_s
+    return now_s - calm_s < tuning.downstream_hold_s - EPS_S, calm_s
 
 
 def _probe_cap(policy: Policy, state: ControllerState, autorate: AutorateState, tick: Tick,

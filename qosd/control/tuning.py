@@ -53,6 +53,7 @@ class Tuning:
     downstream_margin: float = 0.1     # ingress fuller than egress by this (shares of each
                                        # shaped rate), and full: a round-trip delay is the
                                        # downstream queue's, for the ingress link to cut
+    downstream_hold_s: float = 1.0     # ... and stays so until under target this long
     link_share_gain: float = 0.1       # per tick, of the smoothed share of ticks above the
                                        # hold band
     link_standing_share: float = 0.6   # above the hold band this often, on a full link with
