@@ -87,6 +87,20 @@ class ModeResult:
                 rate = d.new_bps
         return rate
 
+    def mean_link_bps(self, policy_link_bps: int) -> float:
+        """The host's shaped link rate averaged over the compute window [0, window_s]."""
+        if self.window_s <= 0:
+            return float(policy_link_bps)
+        rate, at_s, area = policy_link_bps, 0.0, 0.0
+        for d in self.decisions:
+            if d.cls != "link" or d.field != "link" or d.t_s >= self.window_s:
+                continue
+            if d.t_s > at_s:
+                area += rate * (d.t_s - at_s)
+                at_s = d.t_s
+            rate = d.new_bps
+        return (area + rate * (self.window_s - at_s)) / self.window_s
+
     @property
     def mean_step_s(self) -> float:
         return mean(self.step_times_s)

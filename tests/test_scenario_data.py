@@ -149,6 +149,31 @@ def test_the_downlink_line_names_the_paths_own_share_and_an_uplink_cut():
     assert "uplink cut" not in line.name and line.met
 
 
+def test_the_mean_shaped_link_replays_link_decisions_over_the_compute_window():
+    decisions = (Decision(-1.0, "link", "upstream-bottleneck", "link", 100_000_000, 99_000_000),
+                 Decision(2.0, "compute", "compute-demand", "rate", 60_000_000, 80_000_000),
+                 Decision(2.0, "link", "upstream-bottleneck", "link", 99_000_000, 96_000_000),
+                 Decision(6.0, "link", "upstream-clear", "link", 96_000_000, 98_000_000),
+                 Decision(12.0, "link", "upstream-clear", "link", 98_000_000, 100_000_000))
+    r = _result("qosd", [1.0] * 10, decisions=decisions)
+    assert r.mean_link_bps(100_000_000) == pytest.approx((2 * 99 + 4 * 96 + 4 * 98) / 10 * 1e6)
+    assert _result("qosd", [1.0] * 10).mean_link_bps(100_000_000) == 100_000_000
+
+
+def test_a_share_line_names_the_capacity_the_shaped_link_held_below_the_router():
+    cfg = configs()
+    held = (Decision(2.0, "link", "upstream-bottleneck", "link", 100_000_000, 98_000_000),)
+    results = {"alone": _result("alone", [0.18] * 10, compute_bps=100e6),
+               "fifo": _result("fifo", [0.9] * 3, disk_bps=94e6, compute_bps=6e6),
+               "qosd": _result("qosd", [1.0] * 10, disk_bps=12e6, compute_bps=86e6,
+                               probes=((1.0, 0.004),), decisions=held)}
+    line = next(line for line in lines_from(results, cfg) if "disk throughput" in line.name)
+    # free: 100 - 86 = 14; the link at 98 for 8 s of 10 held 1.6 of it, out of disk's reach
+    assert not line.met and line.ratio == pytest.approx(12 / 14)
+    assert "98.4 mbit on average" in line.name and "held 1.6 of the free 14.0" in line.name
+    assert "best share 0.89" in line.name
+
+
 def test_capacity_lines_time_the_cut_the_drain_and_the_rise():
     cfg = bench_capacity.configs()
     from integration.scenario_data import Sample
