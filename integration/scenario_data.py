@@ -88,7 +88,8 @@ class ModeResult:
         return rate
 
     def mean_link_bps(self, policy_link_bps: int) -> float:
-        """The host's shaped link rate averaged over the compute window [0, window_s]."""
+        """The host's shaped link rate averaged over the compute window [0, window_s]: how
+        much of the router's capacity autorate's rest below it kept from every class."""
         if self.window_s <= 0:
             return float(policy_link_bps)
         rate, at_s, area = policy_link_bps, 0.0, 0.0
