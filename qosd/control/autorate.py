@@ -92,9 +92,8 @@ from dataclasses import dataclass, replace
 from qosd.control.decision import Reason
 from qosd.control.delay import DelayView
 from qosd.control.signals import Tick
-from qosd.control.tuning import Tuning
+from qosd.control.tuning import EPS_S, Tuning
 
-EPS_S = 1e-9
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,8 @@ from qosd.control.decision import Reason
 from qosd.control.delay import DelayView
 from qosd.control.schedule import ClassLimits
 from qosd.control.signals import ClassSample, is_busy
-from qosd.control.tuning import Tuning
+from qosd.control.tuning import EPS_S, Tuning
 
-EPS_S = 1e-9
 N = TypeVar("N", int, float)
 
 

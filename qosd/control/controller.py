@@ -24,7 +24,7 @@ from typing import Mapping
 from policies.model import Policy
 from qosd.control.allocate import Grant, allocate, probe_capped
 from qosd.control.autorate import AutorateState, is_probing, update_link
-from qosd.control.classes import (EPS_S, ClassState, TickContext, fresh, update_compute,
+from qosd.control.classes import (ClassState, TickContext, fresh, update_compute,
                                   update_scavenger)
 from qosd.control.decision import Decision, Field, Reason
 from qosd.control.delay import delay_view
@@ -33,7 +33,7 @@ from qosd.control.rightsize import update as update_sizing
 from qosd.control.schedule import ClassLimits, active_overrides, base_limits, effective_limits
 from qosd.control.signals import Tick
 from qosd.control.site_inputs import capped_by_site, scavenger_view
-from qosd.control.tuning import DEFAULT_TUNING, Tuning
+from qosd.control.tuning import DEFAULT_TUNING, EPS_S, Tuning
 
 
 PEAK_DECAY_PER_S = 0.98      # the sent peak halves in ~35 s of sending less

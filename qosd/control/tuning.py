@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+EPS_S = 1e-9    # time comparisons: a tick that lands on a boundary counts as past it
+
 
 @dataclass(frozen=True)
 class Tuning:
