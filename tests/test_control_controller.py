@@ -353,3 +353,28 @@ def test_a_downstream_reading_outlasts_an_all_reduces_gap_by_the_hold():
     hold_ticks = int(TUNING.downstream_hold_s / 0.1) + 2
     state, made = run_gap(hold_ticks)
     assert [d.reason for d in made if d.field == "link"][:1] == ["upstream-bottleneck"]
+
+
+def test_scavengers_are_held_to_what_the_others_leave_only_while_a_probe_is_past_the_estimate():
+    # below the bottleneck estimate a probe step finds no router queue to share; holding
+    # disk there kept it out of a duty-cycled job's gaps (share 0.88-0.89, 0.96-0.97 without)
+    from qosd.control.autorate import AutorateState
+
+    hint_bps = 80 * MBIT
+    plateau_bps = int(TUNING.link_settle_frac * hint_bps)
+    state = replace(initial_state(POLICY, NOON),
+                    autorate=AutorateState(link_bps=plateau_bps, calm_since_s=0.0,
+                                           last_cut_s=0.0, capacity_hint_bps=hint_bps,
+                                           tx_avg_bps=plateau_bps))
+    seen = []
+    for k in range(1, 60):
+        link = link_rate_bps(state)
+        state, _ = step(POLICY, state, tick(0.1 * k, link_tx=link,
+                                            compute=(50 * MBIT, 0, True),
+                                            disk=(link - 50 * MBIT, 90_000, True)))
+        seen.append((link_rate_bps(state), grants(state)["disk"].ceil_bps))
+    below = [(link, ceil) for link, ceil in seen if plateau_bps < link <= hint_bps]
+    past = [(link, ceil) for link, ceil in seen if link > hint_bps]
+    assert below and past, seen
+    assert all(ceil == link for link, ceil in below), below
+    assert all(ceil < link - 45 * MBIT for link, ceil in past[:3]), past

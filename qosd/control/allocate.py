@@ -10,8 +10,9 @@ Rule, in order:
 3. Scavengers are guaranteed only their (scaled) guarantee; their adaptive target is a
    ceil, not a rate.
 4. Ceils never exceed the link and never fall below the rate.
-5. For a second after each autorate probe step past its plateau, scavengers borrow only
-   what the other classes leave of the link (`probe_capped`).
+5. For a second after each autorate probe step past its plateau and its bottleneck
+   estimate, scavengers borrow only what the other classes leave of the link
+   (`probe_capped`).
 
 Sum of rates <= link always holds (rounding is downward).
 """

@@ -254,17 +254,21 @@ def _probe_cap(policy: Policy, state: ControllerState, autorate: AutorateState, 
     """Rule 5 of `allocate` (`probe_capped`): the grants, the scavengers it moved (its
     release included: that too is the probe's doing), and the others' peak to carry on.
 
-    Only while a probe step is fresh: a link that sits at the probes' ceiling (at a
-    bottleneck that is the policy's own rate) is past its plateau for good, and a cap there
-    kept disk out of every gap a duty-cycled job left (share 0.24, from 1.05). The others'
+    Only while a probe step is fresh and past the bottleneck estimate: a link that sits at
+    the probes' ceiling (at a bottleneck that is the policy's own rate) is past its plateau
+    for good, and a cap there kept disk out of every gap a duty-cycled job left (share
+    0.24, from 1.05); below the estimate a step finds no router queue to share, and a cap
+    there cost the same job's disk 0.88-0.89 of what compute left free (0.96-0.97 without,
+    paired). The others'
     rate is their peak since the probe run began, held: past the bottleneck the router's
     fifo squeezes what they send, and a room that widened with it fed the squeeze (with a
     peak decaying 20% a second, compute went from 52 to 26 mbit and disk from 8 to 35 over
     two seconds of steps at a 60 mbit router). A class that stopped for good gets its room
     back when the run ends, at most `probe_cap_s` after its last step."""
     last_step_s = autorate.last_probe_s
+    past_estimate = autorate.link_bps > (autorate.capacity_hint_bps or 0)
     if not (is_probing(autorate, state.policy_link_bps, tuning) and last_step_s is not None
-            and tick.now_s - last_step_s <= tuning.probe_cap_s + EPS_S):
+            and past_estimate and tick.now_s - last_step_s <= tuning.probe_cap_s + EPS_S):
         released = state.probe_others_bps is not None
         return alloc, frozenset(c.name for c in policy.classes
                                 if c.scavenger and released), None
