@@ -79,7 +79,8 @@ class Tuning:
                                        # this share of the link (what a step's mean wanders)
     probe_step_ticks_min: int = 2      # ticks a probe step is measured over, at least
     probe_cap_s: float = 1.0           # scavengers held to what the others leave this long
-                                       # after a probe step: its hit shows within about this
+                                       # after a probe step past the estimate: its hit shows
+                                       # within about this
 
 
 DEFAULT_TUNING = Tuning()
