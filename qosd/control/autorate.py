@@ -95,7 +95,6 @@ from qosd.control.signals import Tick
 from qosd.control.tuning import EPS_S, Tuning
 
 
-
 @dataclass(frozen=True)
 class AutorateState:
     link_bps: int
@@ -121,6 +120,19 @@ class AutorateState:
     step_tx_sum_bps: float = 0.0           # the host's send rate summed over the ticks ...
     step_ticks: int = 0                    # ... since the last probe step
     step_base_tx_bps: float = 0.0          # what the link carried before that step
+
+
+def _step_carried_bps(st: AutorateState) -> float | None:
+    """The host's mean send rate since the last probe step; None before a tick of it."""
+    return st.step_tx_sum_bps / st.step_ticks if st.step_ticks else None
+
+
+def _hold_after(st: AutorateState, estimate_bps: float, tuning: Tuning) -> float:
+    """How long the next plateau holds: twice the last when the bottleneck was found
+    again where it was (`probe_near_frac`), up to `plateau_hold_max_s`, else afresh."""
+    hint = st.capacity_hint_bps
+    again = hint is not None and abs(estimate_bps - hint) <= tuning.probe_near_frac * hint
+    return min(2 * st.hold_s, tuning.plateau_hold_max_s) if again else tuning.plateau_hold_s
 
 
 def _since(active: bool, since_s: float | None, now_s: float) -> float | None:
@@ -246,8 +258,9 @@ def _maybe_cut(st: AutorateState, view: DelayView, tick: Tick, sent_bps: tuple[f
     slope = max(view.slope, view.growth) if fresh else view.slope
     if probe_hit and not (building or choked or severe):
         estimate_bps = (min(st.probe_from_bps, link_bps) + link_bps) / 2.0
-        if st.step_ticks:
-            estimate_bps = min(estimate_bps, st.step_tx_sum_bps / st.step_ticks)
+        carried_bps = _step_carried_bps(st)
+        if carried_bps is not None:
+            estimate_bps = min(estimate_bps, carried_bps)
     else:
         rate_in = (tick_tx_bps if building or choked
                    else min(float(link_bps), tx_bps, sum(sent_bps) / 2))
@@ -258,9 +271,7 @@ def _maybe_cut(st: AutorateState, view: DelayView, tick: Tick, sent_bps: tuple[f
                   int(max(factor * estimate_bps, tuning.link_cut_deepest * link_bps)))
     if link_bps - new_bps < min_change_bps:
         return None
-    hint = st.capacity_hint_bps
-    again = hint is not None and abs(estimate_bps - hint) <= tuning.probe_near_frac * hint
-    hold_s = min(2 * st.hold_s, tuning.plateau_hold_max_s) if again else tuning.plateau_hold_s
+    hold_s = _hold_after(st, estimate_bps, tuning)
     probed = st.last_probe_s is not None and (st.last_cut_s is None
                                               or st.last_probe_s > st.last_cut_s)
     if fresh or probed or st.episode_s is None:
@@ -345,8 +356,8 @@ def _maybe_probe(st: AutorateState, view: DelayView, now: float, policy_link_bps
     new_bps = min(_probe_ceiling(hint, policy_link_bps, tuning), new_bps)
     if new_bps <= link_bps:
         return st, None
-    base_bps = (st.step_tx_sum_bps / st.step_ticks if streak > 1 and st.step_ticks
-                else st.tx_avg_bps or 0.0)
+    carried_bps = _step_carried_bps(st) if streak > 1 else None
+    base_bps = carried_bps if carried_bps is not None else st.tx_avg_bps or 0.0
     return replace(st, link_bps=new_bps, last_probe_s=now, probe_streak=streak,
                    probe_delay_s=view.delay_s or 0.0, probe_from_bps=link_bps,
                    episode_s=None, step_tx_sum_bps=0.0, step_ticks=0,
@@ -379,7 +390,7 @@ def _carried_nothing_more(st: AutorateState, policy_link_bps: int,
         return None
     grown_bps = st.link_bps - st.probe_from_bps
     base_bps = st.step_base_tx_bps
-    carried_bps = st.step_tx_sum_bps / st.step_ticks
+    carried_bps = st.step_tx_sum_bps / st.step_ticks   # ticks checked above
     slack_bps = min(tuning.probe_gain_frac * grown_bps, tuning.probe_noise_frac * policy_link_bps)
     reach_bps = min(st.probe_from_bps, st.capacity_hint_bps or st.probe_from_bps)
     full_before = base_bps >= tuning.link_full_frac * reach_bps
@@ -393,11 +404,9 @@ def _carried_nothing_more(st: AutorateState, policy_link_bps: int,
 def _step_found_bottleneck(st: AutorateState, carried_bps: float, now: float,
                            tuning: Tuning) -> AutorateState:
     """Back to a plateau under what the step carried, as after a probe hit by delay."""
-    hint = st.capacity_hint_bps
-    again = hint is not None and abs(carried_bps - hint) <= tuning.probe_near_frac * hint
-    hold_s = min(2 * st.hold_s, tuning.plateau_hold_max_s) if again else tuning.plateau_hold_s
     new_bps = int(tuning.link_settle_frac * carried_bps)
     return replace(st, link_bps=new_bps, last_cut_s=now, cut_delay_s=0.0, cut_low_s=0.0,
-                   capacity_hint_bps=int(carried_bps), hold_s=hold_s, probe_streak=0,
+                   capacity_hint_bps=int(carried_bps),
+                   hold_s=_hold_after(st, carried_bps, tuning), probe_streak=0,
                    band_share=0.0, cut_from_bps=st.link_bps, step_tx_sum_bps=0.0,
                    step_ticks=0)

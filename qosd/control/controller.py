@@ -152,8 +152,8 @@ def step(policy: Policy, state: ControllerState, tick: Tick,
                       is_probing(state.autorate, link_policy_bps, tuning))
     bulk = tick.bulk_path
     bulk_delay_s = bulk.delay_s
-    bulk_view = delay_view(bulk_delay_s, state.last_bulk_delay_s, slope_dt_s, control.target_delay_s,
-                           tuning) if bulk_delay_s is not None else None
+    bulk_view = delay_view(bulk_delay_s, state.last_bulk_delay_s, slope_dt_s,
+                           control.target_delay_s, tuning) if bulk_delay_s is not None else None
     scav_view = scavenger_view(view, bulk_view)
     sent_peak_bps = max(tick.link_tx_rate_bps, state.sent_peak_bps * PEAK_DECAY_PER_S ** dt_s)
     scav_ctx = ctx if scav_view is view else replace(
@@ -259,11 +259,10 @@ def _probe_cap(policy: Policy, state: ControllerState, autorate: AutorateState, 
     for good, and a cap there kept disk out of every gap a duty-cycled job left (share
     0.24, from 1.05); below the estimate a step finds no router queue to share, and a cap
     there cost the same job's disk 0.88-0.89 of what compute left free (0.96-0.97 without,
-    paired). The others'
-    rate is their peak since the probe run began, held: past the bottleneck the router's
-    fifo squeezes what they send, and a room that widened with it fed the squeeze (with a
-    peak decaying 20% a second, compute went from 52 to 26 mbit and disk from 8 to 35 over
-    two seconds of steps at a 60 mbit router). A class that stopped for good gets its room
+    paired). The others' rate is their peak since the probe run began, held: past the
+    bottleneck the router's fifo squeezes what they send, and a room that widened with it
+    fed the squeeze (with a peak decaying 20% a second, compute went from 52 to 26 mbit and
+    disk from 8 to 35 over two seconds of steps at a 60 mbit router). A class that stopped for good gets its room
     back when the run ends, at most `probe_cap_s` after its last step."""
     last_step_s = autorate.last_probe_s
     past_estimate = autorate.link_bps > (autorate.capacity_hint_bps or 0)
