@@ -57,7 +57,8 @@ class ScenarioConfig:
     cooperating case) or `nothing` (the daemon has to find the queue by signals that need
     no help from the peer). `step_idle_s` idles compute between steps (a duty-cycled job).
     `direction` `down` makes disk download (d -> h) through a downstream bottleneck in the
-    router, which qosd shapes on the host's ingress (IFB) at `ingress_bps`.
+    router, which qosd shapes on the host's ingress (IFB) at `ingress_bps`. `disk_flows` 0
+    runs compute alone under whatever the mode sets up.
     """
 
     uplink_bps: int = 100_000_000
@@ -93,6 +94,8 @@ class ScenarioConfig:
             raise ValueError("rate_schedule takes (seconds >= 0, rate > 0) pairs")
         if list(self.rate_schedule) != sorted(self.rate_schedule):
             raise ValueError("rate_schedule must be in time order")
+        if not 0 <= self.disk_flows <= 64:
+            raise ValueError("disk_flows must be in [0, 64]")
         if not 0 <= self.step_idle_s <= 10:
             raise ValueError("step_idle_s must be in [0, 10]")
 

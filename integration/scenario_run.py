@@ -52,7 +52,7 @@ def run_mode(topo: Topology, cfg: ScenarioConfig, mode: str, workdir: Path) -> M
         if poller:
             poller.start()
         time.sleep(cfg.idle_s)
-        if mode != "alone":
+        if mode != "alone" and cfg.disk_flows:
             disk = DiskLoad(topo, cfg, bound_s)
             sampler.wait_for_bytes(topo.disk_meter(cfg.direction), FLOWING_BYTES,
                                    READY_TIMEOUT_S)

@@ -5,7 +5,9 @@ shared uplink). b runs nothing of ours but a TCP sink; the kernel answers its pi
 ICMP echo prober in a must see the queue bulk uploads build in r (it bypasses a's own HTB,
 which counts it as direct traffic), and the passive TCP estimate of the uploads must agree.
 Then the daemon: after SIGHUP and after the API's `apply_policy` its probes still get
-replies (they used to get none, for good, after any reload).
+replies (they used to get none, for good, after any reload). And where b runs a qosd
+reflector, its probes split the round trip: a download's queue (r toward a) reads on the
+downstream leg, an upload's (r toward b) on the upstream one.
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ from integration.traffic import Flow, run_flows
 from policies import load_policy
 from qosd.api.client import ApiClient
 from qosd.classify.local import FlowMonitor
+from policies.model import Peer
 from qosd.measure.echo import EchoProber, EchoTarget
+from qosd.measure.probe import Prober, Reflector
 from qosd.measure.tcppath import TcpPaths
 
 pytestmark = pytest.mark.root
@@ -123,6 +127,64 @@ def test_icmp_and_tcp_see_the_router_queue_of_a_peer_running_nothing(testbed, tm
     stat = a.run(["tc", "-s", "qdisc", "show", "dev", "eth0"]).stdout
     direct = int(re.search(r"direct_packets_stat (\d+)", stat).group(1))
     assert direct >= 0.9 * got["sent"][0], (direct, got["sent"])   # echo skipped the classes
+
+
+def test_the_probes_legs_tell_a_downloads_queue_from_an_uploads(testbed):
+    """The round trip reads both queues alike; the one-way legs must not. The clocks here
+    are one clock, so the offset is nil; the unit tests cover any offset and its wrap."""
+    require_root()
+    a, b, r = testbed.host("a"), testbed.host("b"), testbed.router("r")
+    links = testbed.star(r, [a, b])
+    down_dev, up_dev = links["a"].b.name, links["b"].b.name
+    testbed.bottleneck(r, down_dev, RATE_BPS, FIFO_BYTES)
+    testbed.bottleneck(r, up_dev, RATE_BPS, FIFO_BYTES)
+
+    async def phase(prober: Prober, flows: list[Flow], dev: str) -> dict[str, list[float]]:
+        load = threading.Thread(target=run_flows, args=(flows,),
+                                kwargs={"seconds": 4.0, "warmup_s": 0.5,
+                                        "max_bytes": 20_000_000})
+        load.start()
+        out: dict[str, list[float]] = {"up": [], "down": [], "fifo": []}
+        try:
+            await asyncio.sleep(2.0)                       # the fifo fills in the first ~1.5
+            for _ in range(8):
+                await asyncio.sleep(0.2)
+                stats = prober.stats()["b"]
+                out["fifo"].append(_fifo_backlog_bytes(r, dev) * 8 / RATE_BPS)
+                out["up"].append(-1.0 if stats.up_delay_s is None else stats.up_delay_s)
+                out["down"].append(-1.0 if stats.down_delay_s is None else stats.down_delay_s)
+        finally:
+            await asyncio.to_thread(load.join, 30)
+        return out
+
+    async def scenario() -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+        reflector = Reflector(netns=b.ns)
+        reflector.start()
+        prober = Prober([Peer("b", b.addr)], netns=a.ns)
+        task = asyncio.ensure_future(prober.run(duration_s=20.0))
+        try:
+            await asyncio.sleep(1.5)                      # the empty path's floors
+            download = await phase(prober, [Flow(b, a, a.addr, PORT)], down_dev)
+            await asyncio.sleep(2.0)
+            upload = await phase(prober, [Flow(a, b, b.addr, PORT)], up_dev)
+        finally:
+            prober.close()
+            reflector.close()
+            task.cancel()
+        return download, upload
+
+    download, upload = asyncio.run(scenario())
+    med = statistics.median
+    print(f"\ndownload: up {med(download['up']) * 1e3:.1f} ms, down "
+          f"{med(download['down']) * 1e3:.1f} ms, fifo {med(download['fifo']) * 1e3:.1f} ms; "
+          f"upload: up {med(upload['up']) * 1e3:.1f} ms, down {med(upload['down']) * 1e3:.1f} "
+          f"ms, fifo {med(upload['fifo']) * 1e3:.1f} ms")
+    for got, loaded, other in ((download, "down", "up"), (upload, "up", "down")):
+        fifo_s = med(got["fifo"])
+        assert fifo_s > 0.2 * FIFO_DELAY_S, got["fifo"]           # the flow did load it
+        assert min(got[loaded]) >= 0 and min(got[other]) >= 0, got   # the split was believed
+        assert 0.6 * fifo_s < med(got[loaded]) < 1.6 * fifo_s + 0.005, (loaded, got)
+        assert med(got[other]) < max(IDLE_FLOOR_S, 0.2 * fifo_s), (other, got)
 
 
 def test_a_disk_host_measures_the_path_its_own_uploads_load(testbed, tmp_path):

@@ -355,6 +355,50 @@ def test_a_downstream_reading_outlasts_an_all_reduces_gap_by_the_hold():
     assert [d.reason for d in made if d.field == "link"][:1] == ["upstream-bottleneck"]
 
 
+def _split_tick(now_s, delay_s, up_s, link_tx, ingress_rx=None):
+    t = tick(now_s, delay_s=delay_s, link_tx=link_tx)
+    return replace(t, path=replace(t.path, up_delay_s=up_s), ingress_rx_rate_bps=ingress_rx)
+
+
+@pytest.mark.parametrize("ingress_bps", [None, 95 * MBIT])
+def test_probes_that_split_the_round_trip_keep_a_downstream_queue_off_the_uplink(ingress_bps):
+    # a compute job alone: the peer's bursts toward the host queue in the router's
+    # downstream buffer (12 ms) while both directions carry the same all-reduce, so rates
+    # cannot tell the side; the upstream leg (0.5 ms) can, with or without an IFB tree
+    policy = replace(POLICY, link=replace(POLICY.link, ingress_bps=ingress_bps))
+    ingress_rx = 90 * MBIT if ingress_bps else None
+    state = initial_state(policy, NOON)
+    ticks = [_split_tick(0.1 * k, 0.0 if k < 5 else 0.012, 0.0 if k < 5 else 0.0005,
+                         95 * MBIT, ingress_rx) for k in range(1, 40)]
+    state, made = run(state, ticks, policy)
+    assert [d for d in made if d.field == "link"] == []
+    assert link_rate_bps(state) == 100 * MBIT
+    # the same round trip with the queue on the upstream leg is the uplink's to cut
+    state = initial_state(policy, NOON)
+    ticks = [_split_tick(0.1 * k, 0.0 if k < 5 else 0.012, 0.0 if k < 5 else 0.011,
+                         min(95 * MBIT, link_rate_bps(state)), ingress_rx)
+             for k in range(1, 12)]
+    state, made = run(state, ticks, policy)
+    assert [d.reason for d in made if d.field == "link"][:1] == ["upstream-bottleneck"]
+
+
+def test_an_upstream_leg_over_half_the_target_is_the_uplinks_even_beside_a_larger_download():
+    # an upload at a 60 mbit router (4 ms on the upstream leg, rising) beside a download's
+    # 10 ms downstream: the leg alone is short of the target, but it holds most of it
+    from qosd.control.controller import queue_side
+
+    policy = replace(POLICY, link=replace(POLICY.link, ingress_bps=95 * MBIT))
+    state = initial_state(policy, NOON)
+    target = policy.control.target_delay_s
+    for up_s, side in [(0.004, "egress"), (0.001, "ingress"),
+                       (TUNING.upstream_leg_frac * target - 1e-4, "ingress")]:
+        t = _split_tick(0.1, 0.014, up_s, 60 * MBIT, 94 * MBIT)
+        assert queue_side(policy, state, t, TUNING) == side
+    # a larger leg is the egress's whatever the target
+    assert queue_side(policy, state, _split_tick(0.1, 0.002, 0.0015, 60 * MBIT, 94 * MBIT),
+                      TUNING) == "egress"
+
+
 def test_scavengers_are_held_to_what_the_others_leave_only_while_a_probe_is_past_the_estimate():
     # below the bottleneck estimate a probe step finds no router queue to share; holding
     # disk there kept it out of a duty-cycled job's gaps (share 0.88-0.89, 0.96-0.97 without)

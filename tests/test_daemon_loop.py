@@ -137,6 +137,20 @@ def test_the_gateway_adds_a_queue_but_never_vouches_for_a_clear_path():
     assert (both.queue_delay_s, both.peer, both.measured) == (0.020, "gateway", 1)
 
 
+def test_upstream_evidence_is_each_paths_upstream_leg_or_its_whole_queue():
+    gateway = replace(_peer(0.012, "gateway")["p"], name="gateway")
+    split = replace(_peer(0.012)["p"], name="c1", up_delay_s=0.0005, down_delay_s=0.0115)
+    # the gateway's echo returns through the downstream buffer: it reads the download's
+    # queue whole, and a split peer's path already covers the uplink
+    path = worst_path({"c1": split, "gateway": gateway})
+    assert (path.queue_delay_s, path.up_delay_s) == (0.012, 0.0005)
+    # a peer that cannot split its round trip may be queueing upstream by all it shows
+    icmp = replace(_peer(0.004)["p"], name="c2", signal="icmp")
+    assert worst_path({"c1": split, "c2": icmp, "gateway": gateway}).up_delay_s == 0.004
+    # no split anywhere: nothing to read but the round trip
+    assert worst_path({"c2": icmp, "gateway": gateway}).up_delay_s is None
+
+
 def test_tick_hands_the_controller_both_paths(tmp_path):
     h = Harness(tmp_path)
     h.loop.peers = lambda: {**_peer(0.002), "bulk:x": PeerPath(

@@ -14,9 +14,26 @@ def test_probe_round_trip_through_reflector() -> None:
     reply = peerstats.reflect(request, t2_ns=5_000, t3_ns=255_000)
     assert reply is not None and len(reply) == len(request)
     probe = peerstats.decode_probe(reply)
-    assert probe == peerstats.Probe(peerstats.KIND_REPLY, 7, 1_000_000_000, 250_000)
+    assert probe == peerstats.Probe(peerstats.KIND_REPLY, 7, 1_000_000_000, 250_000, 5_000)
     # t4 - t1 = 10.25 ms, of which the reflector held it 0.25 ms
     assert peerstats.probe_rtt_s(probe, t4_ns=1_010_250_000) == pytest.approx(0.010)
+    # the forward leg: t2 - t1 on two clocks, wrapped to 32 bits
+    assert peerstats.probe_forward_ns(probe) == (5_000 - 1_000_000_000) % 2**32
+
+
+def test_old_reflectors_reply_without_t2_and_old_probers_still_decode() -> None:
+    """Reflectors from before the one-way split left the flags and the last 4 bytes zero:
+    their replies still give the round trip, and no forward leg."""
+    import struct
+    old = struct.pack("!4sB3xIQQ4x", b"QSDP", peerstats.KIND_REPLY, 7, 1_000, 250)
+    probe = peerstats.decode_probe(old)
+    assert probe is not None and probe.t2_low_ns is None
+    assert peerstats.probe_forward_ns(probe) is None
+    # and an old prober's request is answered with the stamp it ignores
+    request = struct.pack("!4sB3xIQQ4x", b"QSDP", peerstats.KIND_REQUEST, 7, 1_000, 0)
+    reply = peerstats.reflect(request, t2_ns=3_000, t3_ns=3_500)
+    assert reply is not None and len(reply) == 32
+    assert struct.unpack("!4sB3xIQQ4x", reply)[1:] == (peerstats.KIND_REPLY, 7, 1_000, 500)
 
 
 def test_reflector_ignores_replies_garbage_and_wrong_sizes() -> None:
@@ -126,3 +143,65 @@ def test_replies_read_in_a_batch_move_the_rtt_by_their_probes_spacing() -> None:
         est.on_reply(seq, 0.030, 1.5)
     expected = 0.010 + 0.020 * (1 - math.exp(-0.3 / PeerEstimator.SRTT_TAU_S))
     assert est.stats(1.5).rtt_s == pytest.approx(expected, rel=0.02)
+
+
+def run_split_probes(est: PeerEstimator, legs: list[tuple[float, float]], start_s: float,
+                     offset_ns: int, drift_ppm: float = 0.0, period_s: float = 0.1) -> float:
+    """Probes whose forward and return legs take `legs` seconds, through a reflector whose
+    clock runs `offset_ns` ahead (drifting `drift_ppm`): what `probe.Prober` feeds in."""
+    now = start_s
+    for i, (up_s, down_s) in enumerate(legs):
+        seq = int(now * 1000) + i
+        t1_ns = int(now * 1e9)
+        skew_ns = offset_ns + int(now * drift_ppm * 1e3)
+        t2_ns = t1_ns + int(up_s * 1e9) + skew_ns
+        reply = peerstats.decode_probe(peerstats.reflect(
+            peerstats.encode_probe(seq, t1_ns), t2_ns, t2_ns))
+        est.on_sent(seq, now)
+        est.on_reply(seq, up_s + down_s, now + up_s + down_s,
+                     peerstats.probe_forward_ns(reply))
+        now += period_s
+    return now
+
+
+@pytest.mark.parametrize("offset_ns", [0, 37 * 10**9 + 123, -(2**31) + 10**6, 2**31 - 10**6])
+def test_one_way_legs_say_which_direction_queues_whatever_the_clock_offset(offset_ns) -> None:
+    """A download's queue and an upload's read the same on the round trip; the legs tell
+    them apart, with the reflector's clock anywhere, wrap of the 32-bit stamp included."""
+    est = PeerEstimator("c1", "198.18.3.1")
+    now = run_split_probes(est, [(0.004, 0.004)] * 20, 0.0, offset_ns)
+    idle = est.stats(now)
+    assert idle.up_delay_s == pytest.approx(0.0, abs=1e-6)
+    assert idle.down_delay_s == pytest.approx(0.0, abs=1e-6)
+    now = run_split_probes(est, [(0.004, 0.024)] * 20, now, offset_ns)      # downstream
+    down = est.stats(now)
+    assert down.queue_delay_s == pytest.approx(0.020, rel=0.05)
+    assert down.down_delay_s == pytest.approx(0.020, rel=0.05)
+    assert down.up_delay_s == pytest.approx(0.0, abs=1e-4)
+    now = run_split_probes(est, [(0.019, 0.004)] * 30, now, offset_ns)      # upstream
+    up = est.stats(now)
+    assert up.up_delay_s == pytest.approx(0.015, rel=0.05)
+    assert up.down_delay_s == pytest.approx(0.0, abs=5e-4)
+
+
+def test_legs_are_withheld_while_the_clocks_move_apart_and_come_back_after() -> None:
+    """A reflector clock slewed fast (after a resume, say) moves the forward leg's floor away
+    from the round trip's: the split is withheld, not guessed, and returns once a window
+    of steady clocks has passed."""
+    est = PeerEstimator("c1", "198.18.3.1", base_window_s=2.0)
+    now = run_split_probes(est, [(0.004, 0.004)] * 20, 0.0, 0)
+    assert est.stats(now).up_delay_s is not None
+    now = run_split_probes(est, [(0.004, 0.004)] * 10, now, 0, drift_ppm=5000.0)
+    slewed = est.stats(now)
+    assert slewed.up_delay_s is None and slewed.down_delay_s is None
+    assert slewed.queue_delay_s == pytest.approx(0.0, abs=1e-6)     # the round trip is fine
+    steady_ns = int(now * 5000 * 1e3)
+    now = run_split_probes(est, [(0.004, 0.004)] * 30, now, steady_ns)
+    assert est.stats(now).up_delay_s == pytest.approx(0.0, abs=1e-6)
+
+
+def test_a_stepped_clock_rereferences_the_legs() -> None:
+    est = PeerEstimator("c1", "198.18.3.1", base_window_s=2.0)
+    now = run_split_probes(est, [(0.004, 0.004)] * 20, 0.0, 0)
+    now = run_split_probes(est, [(0.004, 0.004)] * 30, now, 3 * 10**9)    # stepped 3 s
+    assert est.stats(now).up_delay_s == pytest.approx(0.0, abs=1e-6)

@@ -147,6 +147,15 @@ def test_the_downlink_line_names_the_paths_own_share_and_an_uplink_cut():
     results["qosd-down"] = _result("qosd", [0.21] * 8)
     line = next(v for v in lines_from(results, cfg) if v.name.startswith("downlink"))
     assert "uplink cut" not in line.name and line.met
+    # compute alone under qosd is judged against compute alone through the same downlink,
+    # and the peer's own bursts must not cut the uplink
+    results["qosd-down-compute"] = _result("qosd", [0.35] * 5, decisions=(cut, back))
+    line = next(v for v in lines_from(results, cfg) if v.name.startswith("downlink, compute"))
+    assert "uplink cut to 55 mbit" in line.name
+    assert not line.met and line.ratio == pytest.approx(0.35 / 0.19)
+    results["qosd-down-compute"] = _result("qosd", [0.2] * 8)
+    line = next(v for v in lines_from(results, cfg) if v.name.startswith("downlink, compute"))
+    assert "uplink never cut" in line.name and line.met
 
 
 def test_the_mean_shaped_link_replays_link_decisions_over_the_compute_window():

@@ -59,9 +59,9 @@ def test_human_output_shows_classes_peers_and_decisions(daemon):
     assert disk.split() == ["disk", "15.0mbit", "95.0mbit", "14.9mbit", "312", "1.0MB"]
     peer = next(line for line in lines if line.startswith("gpu-b"))
     assert peer.split() == ["gpu-b", "198.18.1.2", "compute", "icmp", "25.1ms", "10.2ms",
-                            "14.9ms", "0.1%"]
+                            "14.9ms", "-", "0.1%"]
     blind = next(line for line in lines if line.startswith("flow:198.18.1.9"))
-    assert blind.split()[3:] == ["UNMEASURED", "-", "-", "-", "100.0%"]
+    assert blind.split()[3:] == ["UNMEASURED", "-", "-", "-", "-", "100.0%"]
     assert ("CONTROLLER SEES  bulk: blind (0 measured, 0 unmeasured); compute: 14.9ms via "
             "gpu-b (icmp; 1 measured, 1 unmeasured)") in lines
     assert lines[-2].split() == ["1m15s", "ago", "link", "rate", "95.0mbit", "->", "90.0mbit",
@@ -94,9 +94,16 @@ def test_format_tolerates_values_not_measured_yet():
     other = next(line for line in text.splitlines() if line.startswith("other"))
     assert other.split() == ["other", "1.0kbit", "-", "-", "-", "-"]
     peer = next(line for line in text.splitlines() if line.startswith("p "))
-    assert peer.split() == ["p"] + ["-"] * 7
-    peer = next(line for line in text.splitlines() if line.startswith("p "))
-    assert peer.split() == ["p"] + ["-"] * 7 and "up -" in text
+    assert peer.split() == ["p"] + ["-"] * 8 and "up -" in text
+
+
+def test_a_peer_whose_probe_splits_the_round_trip_shows_both_legs():
+    text = format_status({"interface": "eth0", "peers": {"c1": {
+        "address": "198.18.3.1", "role": "compute", "signal": "agent", "rtt_s": 0.016,
+        "base_rtt_s": 0.004, "queue_delay_s": 0.012, "up_delay_s": 0.0005,
+        "down_delay_s": 0.0115, "loss": 0.0}}})
+    peer = next(line for line in text.splitlines() if line.startswith("c1 "))
+    assert peer.split()[6:8] == ["12.0ms", "0.5ms/11.5ms"]
 
 
 def test_format_with_no_classes_says_none():

@@ -85,7 +85,8 @@ def flows(policy_path: str | None, cls: str | None, pid: int | None, netns: str 
               help="Seconds to wait for the daemon.")
 def peers(as_json: bool, socket_path: str | None, timeout_s: float) -> None:
     """Each peer's path beyond this host: the delay signal measuring it and why, RTT, base
-    RTT, queueing delay and loss. UNMEASURED: no signal covers it (never a clear path).
+    RTT, queueing delay, its upstream/downstream legs where the peer's qosd probe splits the
+    round trip, and loss. UNMEASURED: no signal covers it (never a clear path).
     The site's neighbours first when the policy has a `site:` (JSON: `qosd status --json`);
     training jobs' members (peers `job:JOB/MEMBER`) last, with the class their traffic goes to."""
     from qosd.api.client import ApiClient

@@ -92,13 +92,16 @@ def _path(p: Mapping[str, Any]) -> str:
 
 def peer_rows(peers: Mapping[str, Mapping[str, Any]], with_why: bool) -> list[str]:
     """The peers table of `status` and `peers`; an unmeasured peer says so in SIGNAL."""
-    header = ("PEER", "ADDRESS", "ROLE", "SIGNAL", "RTT", "BASE RTT", "QUEUE DELAY", "LOSS")
+    header = ("PEER", "ADDRESS", "ROLE", "SIGNAL", "RTT", "BASE RTT", "QUEUE DELAY",
+              "UP/DOWN", "LOSS")
     rows = []
     for name, p in sorted(peers.items()):
         signal = p.get("signal") or ("UNMEASURED" if p.get("measured") is False else "-")
+        up, down = p.get("up_delay_s"), p.get("down_delay_s")
+        legs = "-" if up is None or down is None else f"{_ms(up)}/{_ms(down)}"
         rows.append((name, p.get("address") or "-", p.get("role") or "-", signal,
                      _ms(p.get("rtt_s")), _ms(p.get("base_rtt_s")), _ms(p.get("queue_delay_s")),
-                     _percent(p.get("loss"))) + ((p.get("why") or "-",) if with_why else ()))
+                     legs, _percent(p.get("loss"))) + ((p.get("why") or "-",) if with_why else ()))
     return _table(header + (("WHY",) if with_why else ()), rows)
 
 

@@ -102,7 +102,21 @@ def queue_side(policy: Policy, state: ControllerState, tick: Tick, tuning: Tunin
     the uplink; and an all-reduce's phases leave gaps where the IFB empties and the delay
     dips under target, then the peer's next burst refills the router's downstream fifo
     (230-280 KB within a tick) before the IFB reads full again (measured: read as the
-    uplink's 0.4 s after the dip, a cut 100 -> 67 mbit)."""
+    uplink's 0.4 s after the dip, a cut 100 -> 67 mbit).
+
+    All of that is inference from rates. Where the probes split the round trip into its
+    one-way legs (`PathSample.up_delay_s`), the legs answer directly, every tick, with or
+    without an IFB tree: the queue is the egress's while the upstream leg holds
+    `upstream_leg_frac` of the target or the larger leg. The case rates cannot read is a
+    compute job alone on a host that shapes its ingress: the peer's bursts toward the host
+    queue in the router's downstream buffer, both directions carry the same all-reduce, and
+    the uplink was cut 100 -> 30-47 mbit for a queue it could not drain (step 1.7-2.3x
+    alone, from 1.04 with the IFB unshaped)."""
+    up_s, total_s = tick.path.up_delay_s, tick.path.delay_s
+    if state.direction == "egress" and up_s is not None and total_s is not None:
+        upstream = (up_s >= tuning.upstream_leg_frac * policy.control.target_delay_s
+                    or up_s >= total_s - up_s)
+        return "egress" if upstream else "ingress"
     if state.downstream:
         return "ingress"
     ingress_bps = policy.link.ingress_bps

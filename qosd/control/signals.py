@@ -56,6 +56,11 @@ class PathSample:
     worst measured path and what measured it (`agent`, `icmp`, `tcp`); `measured` and
     `unmeasured` count the role's peers with and without a usable signal: a sample with
     unmeasured peers is partial evidence, not a clear path.
+
+    `up_delay_s` is the most any of the role's measured paths can be said to queue on the
+    way out (host -> peer): a path whose probe splits its round trip into one-way legs
+    gives its upstream leg, any other its whole queue, since it cannot tell. None: no path
+    splits its round trip, and the round trip is all there is to read.
     """
 
     queue_delay_s: float | None
@@ -67,6 +72,7 @@ class PathSample:
     signal: str | None = None
     measured: int = 0
     unmeasured: int = 0
+    up_delay_s: float | None = None
 
     @property
     def delay_s(self) -> float | None:

@@ -54,11 +54,13 @@ class Reading:
     age_s: float | None                # since the last reply/sample; None: never had one
     sent: int                          # requests (tcp: flows) in the recent window
     answered: int                      # replies (tcp: flows that moved data)
+    up_delay_s: float | None = None    # the queue's one-way legs (the agent's probe only)
+    down_delay_s: float | None = None
 
     @classmethod
     def from_echo(cls, signal: Signal, s: PeerStats) -> "Reading":
         return cls(signal, s.rtt_s, s.base_rtt_s, s.queue_delay_s, s.loss, s.reply_age_s,
-                   s.recent_sent, s.recent_received)
+                   s.recent_sent, s.recent_received, s.up_delay_s, s.down_delay_s)
 
     @classmethod
     def from_tcp(cls, s: TcpPathStats) -> "Reading":
@@ -79,6 +81,8 @@ class PeerPath:
     base_rtt_s: float | None = None
     queue_delay_s: float | None = None
     loss: float = 0.0
+    up_delay_s: float | None = None     # the queue's legs, where the probe splits it
+    down_delay_s: float | None = None
 
     @property
     def measured(self) -> bool:
@@ -89,6 +93,7 @@ class PeerPath:
         return {"address": self.address, "role": self.role, "signal": self.signal,
                 "why": self.why, "measured": self.measured, "rtt_s": self.rtt_s,
                 "base_rtt_s": self.base_rtt_s, "queue_delay_s": self.queue_delay_s,
+                "up_delay_s": self.up_delay_s, "down_delay_s": self.down_delay_s,
                 "loss": self.loss}
 
 
@@ -137,7 +142,8 @@ def choose(name: str, address: str, role: Role, readings: Mapping[Signal, Readin
             if signal != "tcp":
                 reading = with_base_floor(reading, floor_s)
             return PeerPath(name, address, role, signal, "; ".join(reasons), reading.rtt_s,
-                            reading.base_rtt_s, reading.queue_delay_s, reading.loss)
+                            reading.base_rtt_s, reading.queue_delay_s, reading.loss,
+                            reading.up_delay_s, reading.down_delay_s)
     return PeerPath(name, address, role, None, "; ".join(reasons), loss=worst_loss)
 
 
@@ -149,9 +155,11 @@ def with_base_floor(reading: Reading, floor_s: float | None) -> Reading:
     round trips: every echo then sees the full queue, the echo base is the loaded RTT, and
     the queue reads near zero for as long as the uploads last. The flows' `tcpi_min_rtt`
     goes back to their handshake, on the empty path. Neither minimum can sit below the
-    path's true base, so the lower of the two is the better estimate of it.
+    path's true base, so the lower of the two is the better estimate of it. Lowered, it
+    says the echo never saw the path empty, so neither did its one-way legs: they go.
     """
     if floor_s is None or reading.rtt_s is None or reading.base_rtt_s is None \
             or floor_s >= reading.base_rtt_s:
         return reading
-    return replace(reading, base_rtt_s=floor_s, queue_delay_s=max(0.0, reading.rtt_s - floor_s))
+    return replace(reading, base_rtt_s=floor_s, queue_delay_s=max(0.0, reading.rtt_s - floor_s),
+                   up_delay_s=None, down_delay_s=None)

@@ -275,5 +275,6 @@ class Prober:
             est = self.estimators.get(self._seq_peer.pop(probe.seq, None) or "")
             if est is None or _unmapped(addr[0]) != _unmapped(est.address):
                 continue             # unknown, or its peer was dropped since it was sent
-            est.on_reply(probe.seq, peerstats.probe_rtt_s(probe, t4_ns), now)
+            est.on_reply(probe.seq, peerstats.probe_rtt_s(probe, t4_ns), now,
+                         peerstats.probe_forward_ns(probe))
 
