@@ -193,7 +193,7 @@ def _downlink_lines(r: Mapping[str, ModeResult]) -> list[BenchLine]:
             f"downlink, compute alone under qosd (ingress shaped, no disk): step time vs alone "
             f"through the same downlink{_uplink_cut(r['qosd-down-compute'])}",
             r["qosd-down-compute"], r["alone-down"],
-            "<= 1.1x (the ingress is shaped 5% under the downlink; no uplink cut)", 1.1))
+            "<= 1.1x (the ingress is shaped 5% under the downlink)", 1.1))
     return lines
 
 

@@ -48,14 +48,16 @@ def test_qosd_beats_fifo_on_step_time_and_disk_still_moves():
 def test_a_compute_job_alone_behind_a_shaped_ingress_keeps_its_uplink():
     """The peer's bursts toward the host fill the router's downstream fifo, and the all-
     reduce loads both directions alike, so no rate says which side queues; read as the
-    uplink's, the uplink was cut to 30-67 mbit (steps 1.2-2.3x alone). The probes' one-way
-    legs (the peer runs `qosd reflect`) say it is downstream: the uplink stays uncut."""
+    uplink's, the uplink was cut to 22-47 mbit in 2 runs of 5 (steps up to 1.9x alone).
+    The probes' one-way legs (the peer runs `qosd reflect`) say it is downstream. The
+    uplink, shaped at the router's own rate, still holds a real queue of its own, and
+    cuts for that leg went no lower than 55 mbit in 11 runs: the bound is generous."""
     require_root()
     from integration.scenario_run import run_scenario
 
     cfg = ScenarioConfig(seconds=8.0, direction="down", disk_flows=0)
     qosd = run_scenario([("qosd", "qosd", cfg)])["qosd"]
-    cuts = [d for d in qosd.decisions if d.cls == "link" and d.is_cut]
+    cuts = [d.new_bps for d in qosd.decisions if d.cls == "link" and d.is_cut]
     assert len(qosd.step_times_s) >= 10, qosd.step_times_s
     assert qosd.bottleneck_probes, "no router queue samples"
-    assert cuts == [], [(d.t_s, d.old_bps, d.new_bps) for d in cuts]
+    assert min(cuts, default=cfg.uplink_bps) >= 0.4 * cfg.uplink_bps, cuts

@@ -357,7 +357,8 @@ def test_a_downstream_reading_outlasts_an_all_reduces_gap_by_the_hold():
 
 def _split_tick(now_s, delay_s, up_s, link_tx, ingress_rx=None):
     t = tick(now_s, delay_s=delay_s, link_tx=link_tx)
-    return replace(t, path=replace(t.path, up_delay_s=up_s), ingress_rx_rate_bps=ingress_rx)
+    path = replace(t.path, up_delay_s=up_s, down_delay_s=delay_s - up_s)
+    return replace(t, path=path, ingress_rx_rate_bps=ingress_rx)
 
 
 @pytest.mark.parametrize("ingress_bps", [None, 95 * MBIT])
@@ -382,21 +383,44 @@ def test_probes_that_split_the_round_trip_keep_a_downstream_queue_off_the_uplink
     assert [d.reason for d in made if d.field == "link"][:1] == ["upstream-bottleneck"]
 
 
-def test_an_upstream_leg_over_half_the_target_is_the_uplinks_even_beside_a_larger_download():
-    # an upload at a 60 mbit router (4 ms on the upstream leg, rising) beside a download's
-    # 10 ms downstream: the leg alone is short of the target, but it holds most of it
-    from qosd.control.controller import queue_side
-
+def test_a_side_answers_for_the_whole_round_trip_only_while_its_leg_is_the_larger():
+    # the uplink at the router's own rate holds a real 3.5 ms upstream queue while the
+    # peer's bursts hold 8 ms downstream: 11.5 ms round trip. Sized on the round trip the
+    # uplink was cut to under 80 mbit for a queue it could not drain; counted as its own
+    # standing queue it was cut to 80-90 on what a job held back downstream sent: neither
     policy = replace(POLICY, link=replace(POLICY.link, ingress_bps=95 * MBIT))
+    ticks = [_split_tick(0.1 * k, 0.0115, 0.0035, 95 * MBIT, 90 * MBIT) for k in range(1, 30)]
+    _, made = run(initial_state(policy, NOON), ticks, policy)
+    _, whole_made = run(initial_state(policy, NOON), [
+        replace(t, path=replace(t.path, up_delay_s=None, down_delay_s=None),
+                ingress_rx_rate_bps=20 * MBIT) for t in ticks], policy)
+    assert min(d.new_bps for d in whole_made if d.field == "link") < 80 * MBIT
+    assert [d for d in made if d.field == "link"] == []
+    # the smaller leg alone over target is still the uplink's to cut, sized on that leg
+    from qosd.control.controller import queue_side
     state = initial_state(policy, NOON)
-    target = policy.control.target_delay_s
-    for up_s, side in [(0.004, "egress"), (0.001, "ingress"),
-                       (TUNING.upstream_leg_frac * target - 1e-4, "ingress")]:
-        t = _split_tick(0.1, 0.014, up_s, 60 * MBIT, 94 * MBIT)
-        assert queue_side(policy, state, t, TUNING) == side
-    # a larger leg is the egress's whatever the target
-    assert queue_side(policy, state, _split_tick(0.1, 0.002, 0.0015, 60 * MBIT, 94 * MBIT),
+    assert queue_side(policy, state, _split_tick(0.1, 0.016, 0.006, 0, 90 * MBIT),
                       TUNING) == "egress"
+    assert queue_side(policy, state, _split_tick(0.1, 0.016, 0.004, 0, 90 * MBIT),
+                      TUNING) == "ingress"
+    assert _split_tick(0.1, 0.016, 0.006, 0).path.leg_s("egress") == 0.006
+    # mostly upstream (11 of 20 ms): the whole round trip counts against the target, as
+    # compute waits for all of it, exactly as where no probe splits it
+    ticks = [_split_tick(0.1 * k, 0.0 if k < 3 else 0.020, 0.0 if k < 3 else 0.011,
+                         95 * MBIT, 90 * MBIT) for k in range(1, 9)]
+    _, made = run(initial_state(policy, NOON), ticks, policy)
+    _, whole_made = run(initial_state(policy, NOON), [
+        replace(t, path=replace(t.path, up_delay_s=None, down_delay_s=None),
+                ingress_rx_rate_bps=20 * MBIT) for t in ticks], policy)
+    cuts = [(d.t_s, d.new_bps) for d in made if d.field == "link"]
+    assert cuts and cuts == [(d.t_s, d.new_bps) for d in whole_made if d.field == "link"]
+    # the IFB tree's controller reads the same way from its side
+    down_heavy, up_heavy = (_split_tick(0.1, 0.012, 0.002, 0).path,
+                            _split_tick(0.1, 0.012, 0.008, 0).path)
+    assert (down_heavy.leg_s("egress"), down_heavy.leg_s("ingress")) == (0.002, 0.012)
+    assert up_heavy.leg_s("egress") == 0.012
+    assert up_heavy.leg_s("ingress") == pytest.approx(0.004)
+    assert tick(0.1, delay_s=0.012).path.leg_s("egress") == 0.012     # no split: round trip
 
 
 def test_scavengers_are_held_to_what_the_others_leave_only_while_a_probe_is_past_the_estimate():

@@ -50,6 +50,21 @@ def test_an_echo_base_learned_under_load_is_lowered_to_the_flows_own_minimum_rtt
     assert path.queue_delay_s == pytest.approx(0.0459)
 
 
+def test_the_legs_go_with_an_echo_base_learned_under_load_and_stay_beside_a_kernels_rtt():
+    from dataclasses import replace
+    split = replace(echo(queue=0.012), up_delay_s=0.0005, down_delay_s=0.0115)
+    # the kernel's tcpi_min_rtt beats a round trip through a user-space reflector by tens
+    # of microseconds: the probe did see the empty path, and its legs stand
+    kernel = Reading("tcp", 0.02, 0.00994, 0.01, 0.0, 0.3, 1, 1)
+    path = choose("c1", "198.18.3.1", "compute", {"agent": split, "tcp": kernel}, BOUNDS)
+    assert (path.up_delay_s, path.down_delay_s) == (0.0005, 0.0115)
+    # a floor milliseconds under the echo's: the echo never saw the path empty
+    handshake = Reading("tcp", 0.02, 0.004, 0.016, 0.0, 0.3, 1, 1)
+    path = choose("c1", "198.18.3.1", "compute", {"agent": split, "tcp": handshake}, BOUNDS)
+    assert path.up_delay_s is None and path.down_delay_s is None
+    assert path.queue_delay_s == pytest.approx(0.018)
+
+
 def test_a_tcp_minimum_above_the_echo_base_changes_nothing():
     flows = Reading("tcp", 0.05, 0.02, 0.03, 0.0, 0.3, 2, 1)
     path = choose("p", "198.18.1.2", "bulk", {"icmp": echo("icmp", queue=0.009), "tcp": flows},

@@ -33,6 +33,19 @@ def test_each_kind_round_trips_and_junk_is_skipped():
     assert decode(b"[1, 2]") is None
 
 
+def test_the_probes_one_way_legs_are_recorded_and_older_recordings_still_load():
+    sampler = NetSampler(interval_s=0.2)
+    for t_s, up_s in ((0.0, 0.001), (0.1, 0.004), (0.2, 0.002)):
+        done = sampler.add(t_s, 100_000_000, {}, {"c1": PeerTick(
+            "198.18.1.2", 0.012, 0.016, 0.004, 0.0, "compute", "agent", up_s, 0.011)})
+    assert done is not None
+    point = done.peers["c1"]
+    assert (point.up_delay_s, point.down_delay_s) == (0.004, 0.011)   # the interval's worst
+    assert decode(encode(done)) == done
+    old = encode(_sample(5.0)).replace(b',"up_delay_s":null,"down_delay_s":null', b"")
+    assert b"up_delay_s" not in old and decode(old) == _sample(5.0)
+
+
 def test_ring_stays_under_its_cap_and_keeps_the_newest(tmp_path):
     writer = RingWriter(tmp_path, max_bytes=20_000, segment_bytes=4_000)
     for i in range(1000):

@@ -104,6 +104,10 @@ def test_a_peer_whose_probe_splits_the_round_trip_shows_both_legs():
         "down_delay_s": 0.0115, "loss": 0.0}}})
     peer = next(line for line in text.splitlines() if line.startswith("c1 "))
     assert peer.split()[6:8] == ["12.0ms", "0.5ms/11.5ms"]
+    text = format_status({"interface": "eth0", "paths": {"compute": {
+        "queue_delay_s": 0.012, "peer": "c1", "signal": "agent", "measured": 1,
+        "unmeasured": 0, "up_delay_s": 0.0005, "down_delay_s": 0.0115}}})
+    assert "12.0ms via c1 (agent; 1 measured, 0 unmeasured, up 0.5ms, down 11.5ms)" in text
 
 
 def test_format_with_no_classes_says_none():

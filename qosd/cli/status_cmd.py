@@ -87,7 +87,9 @@ def _path(p: Mapping[str, Any]) -> str:
     counts = f"{p.get('measured', 0)} measured, {p.get('unmeasured', 0)} unmeasured"
     if p.get("queue_delay_s") is None:
         return f"blind ({counts})"
-    return f"{_ms(p['queue_delay_s'])} via {p.get('peer')} ({p.get('signal')}; {counts})"
+    up, down = p.get("up_delay_s"), p.get("down_delay_s")
+    legs = "" if up is None or down is None else f", up {_ms(up)}, down {_ms(down)}"
+    return f"{_ms(p['queue_delay_s'])} via {p.get('peer')} ({p.get('signal')}; {counts}{legs})"
 
 
 def peer_rows(peers: Mapping[str, Mapping[str, Any]], with_why: bool) -> list[str]:

@@ -105,18 +105,20 @@ def queue_side(policy: Policy, state: ControllerState, tick: Tick, tuning: Tunin
     uplink's 0.4 s after the dip, a cut 100 -> 67 mbit).
 
     All of that is inference from rates. Where the probes split the round trip into its
-    one-way legs (`PathSample.up_delay_s`), the legs answer directly, every tick, with or
-    without an IFB tree: the queue is the egress's while the upstream leg holds
-    `upstream_leg_frac` of the target or the larger leg. The case rates cannot read is a
-    compute job alone on a host that shapes its ingress: the peer's bursts toward the host
-    queue in the router's downstream buffer, both directions carry the same all-reduce, and
-    the uplink was cut 100 -> 30-47 mbit for a queue it could not drain (step 1.7-2.3x
-    alone, from 1.04 with the IFB unshaped)."""
-    up_s, total_s = tick.path.up_delay_s, tick.path.delay_s
-    if state.direction == "egress" and up_s is not None and total_s is not None:
-        upstream = (up_s >= tuning.upstream_leg_frac * policy.control.target_delay_s
-                    or up_s >= total_s - up_s)
-        return "egress" if upstream else "ingress"
+    one-way legs, the legs say it directly, every tick, with or without an IFB tree: the
+    queue is the egress's while the upstream leg is the larger one or alone over target
+    (and `PathSample.leg_s` says how much of it the egress answers for). The case rates
+    cannot read is a compute job alone on a host that shapes its ingress: the peer's bursts
+    toward the host queue in the router's downstream buffer, both directions carry the same
+    all-reduce, and the uplink was cut 100 -> 30-47 mbit for a queue it could not drain
+    (step 1.7-2.3x alone, from 1.04 with the IFB unshaped). An uplink shaped at the
+    router's own rate holds a real 3-4 ms beside it; counted as the uplink's standing
+    queue while the downstream one was larger, it drew cuts to 80-90 mbit, sized on what
+    a job held back by its downstream half sent."""
+    up_s, down_s = tick.path.up_delay_s, tick.path.down_delay_s
+    if state.direction == "egress" and up_s is not None and down_s is not None:
+        mine = up_s >= down_s or up_s >= policy.control.target_delay_s
+        return "egress" if mine else "ingress"
     if state.downstream:
         return "ingress"
     ingress_bps = policy.link.ingress_bps
@@ -151,7 +153,7 @@ def step(policy: Policy, state: ControllerState, tick: Tick,
         limits = sized_limits(limits, policy, link_policy_bps, sizing.cap_bps)
         limits_cause = sized_reason or limits_cause
     dt_s = now - state.last_now_s if state.last_now_s is not None else control.interval_s
-    delay_s = tick.path.delay_s
+    delay_s = tick.path.leg_s(state.direction)
     older_dt_s = now - state.older_now_s if state.older_now_s is not None else 0.0
     # A tick that runs late is followed by one that runs early, while the probes that move
     # the delay keep their own pace: over the short gap, a rise that built across both

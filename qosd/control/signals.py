@@ -59,8 +59,9 @@ class PathSample:
 
     `up_delay_s` is the most any of the role's measured paths can be said to queue on the
     way out (host -> peer): a path whose probe splits its round trip into one-way legs
-    gives its upstream leg, any other its whole queue, since it cannot tell. None: no path
-    splits its round trip, and the round trip is all there is to read.
+    gives its upstream leg, any other its whole queue, since it cannot tell; `down_delay_s`
+    the same on the way in. None: no path splits its round trip, and the round trip is all
+    there is to read (`leg_s`).
     """
 
     queue_delay_s: float | None
@@ -73,6 +74,7 @@ class PathSample:
     measured: int = 0
     unmeasured: int = 0
     up_delay_s: float | None = None
+    down_delay_s: float | None = None
 
     @property
     def delay_s(self) -> float | None:
@@ -81,6 +83,23 @@ class PathSample:
         if self.rtt_s is not None and self.base_rtt_s is not None:
             return max(0.0, self.rtt_s - self.base_rtt_s)
         return None
+
+    def leg_s(self, direction: str) -> float | None:
+        """The delay a controller of `direction` (`egress`, `ingress`) answers for: the
+        whole round trip while its own leg is the larger one, its own leg alone while the
+        other direction's is; the round trip where no probe splits it.
+
+        Compute waits for the whole round trip, so where the queue is mostly this side's,
+        all of it counts against the target (read on its leg alone, the uplink let its own
+        queue grow to the target beside the downstream one: a duty-cycled job's steps 219-228
+        ms from 197-201, paired). Where it is mostly the other side's, this side can drain
+        only its own part, and cutting for the rest starved what it sends."""
+        total = self.delay_s
+        if self.up_delay_s is None or self.down_delay_s is None or total is None:
+            return total
+        own, other = ((self.up_delay_s, self.down_delay_s) if direction == "egress"
+                      else (self.down_delay_s, self.up_delay_s))
+        return total if own >= other else max(0.0, own)
 
 
 @dataclass(frozen=True)

@@ -56,9 +56,6 @@ class Tuning:
                                        # shaped rate), and full: a round-trip delay is the
                                        # downstream queue's, for the ingress link to cut
     downstream_hold_s: float = 1.0     # ... and stays so until under target this long
-    upstream_leg_frac: float = 0.5     # where probes split the round trip: the queue is the
-                                       # egress's while its upstream leg holds this share of
-                                       # the target, or the larger leg
     link_share_gain: float = 0.1       # per tick, of the smoothed share of ticks above the
                                        # hold band
     link_standing_share: float = 0.6   # above the hold band this often, on a full link with

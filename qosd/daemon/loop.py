@@ -96,26 +96,29 @@ def worst_path(peers: Mapping[str, PeerPath], roles: tuple[str, ...] = COMPUTE_R
     read as a clear path. None of them measured: a blind sample (queue_delay_s None). The
     default gateway (role `gateway`) adds evidence of a queue to a sample that has some,
     but a gateway alone never makes a blind sample look clear: it usually sits before the
-    bottleneck. The upstream evidence (`PathSample.up_delay_s`) leaves the gateway out once
-    a peer splits its round trip: the gateway's echo returns through the router's downstream
-    buffer, so a download's queue reads there whole, and the split peer's path crosses the
-    same uplink the gateway's does.
+    bottleneck. The one-way evidence (`PathSample.up_delay_s`, `down_delay_s`) leaves the
+    gateway out once a peer splits its round trip: the gateway's echo returns through the
+    router's downstream buffer, so a download's queue reads there whole, and the split
+    peer's path crosses the same links the gateway's does.
     """
     mine = [p for p in peers.values() if p.role in roles]
     measured = [p for p in mine if p.measured and p.queue_delay_s is not None]
     unmeasured = len(mine) - len(measured)
     if not measured:
         return PathSample(queue_delay_s=None, role=role, unmeasured=unmeasured)
-    split = any(p.up_delay_s is not None for p in measured)
+    split = any(p.up_delay_s is not None and p.down_delay_s is not None for p in measured)
     ups = [p.up_delay_s if p.up_delay_s is not None else p.queue_delay_s or 0.0
            for p in measured]
+    downs = [p.down_delay_s if p.down_delay_s is not None else p.queue_delay_s or 0.0
+             for p in measured]
     measured += [p for p in peers.values()
                  if p.role == "gateway" and p.measured and p.queue_delay_s is not None]
     worst = max(measured, key=lambda p: p.queue_delay_s or 0.0)
     return PathSample(queue_delay_s=worst.queue_delay_s, base_rtt_s=worst.base_rtt_s,
                       rtt_s=worst.rtt_s, loss=worst.loss, role=role, peer=worst.name,
                       signal=worst.signal, measured=len(mine) - unmeasured,
-                      unmeasured=unmeasured, up_delay_s=max(ups) if split else None)
+                      unmeasured=unmeasured, up_delay_s=max(ups) if split else None,
+                      down_delay_s=max(downs) if split else None)
 
 
 @dataclass

@@ -58,7 +58,8 @@ class FlightRecorder:
         classes = {n: ClassTick(v.rate_bps, v.ceil_bps, v.tx_rate_bps, v.backlog_bytes,
                                 v.drops_total, n in protected) for n, v in views.items()}
         peer_ticks = {n: PeerTick(p.address, p.queue_delay_s, p.rtt_s, p.base_rtt_s, p.loss,
-                                  p.role, p.signal) for n, p in peers.items()}
+                                  p.role, p.signal, p.up_delay_s, p.down_delay_s)
+                      for n, p in peers.items()}
         sample = self.sampler.add(now, link_bps, classes, peer_ticks)
         if sample is not None:
             self._pending.append(sample)

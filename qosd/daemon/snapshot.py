@@ -201,7 +201,8 @@ def _path_json(p: PathSample | None) -> dict[str, Any]:
     return {"queue_delay_s": p.queue_delay_s if p else None, "peer": p.peer if p else None,
             "signal": p.signal if p else None, "measured": p.measured if p else 0,
             "unmeasured": p.unmeasured if p else 0,
-            "up_delay_s": p.up_delay_s if p else None}
+            "up_delay_s": p.up_delay_s if p else None,
+            "down_delay_s": p.down_delay_s if p else None}
 
 
 def decision_json(d: Decision) -> dict:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, Literal, Mapping
 
-from qosd.measure.peerstats import PeerStats
+from qosd.measure.peerstats import OneWaySplit, PeerStats
 from qosd.measure.tcppath import TcpPathStats
 
 Signal = Literal["agent", "icmp", "tcp"]
@@ -155,11 +155,16 @@ def with_base_floor(reading: Reading, floor_s: float | None) -> Reading:
     round trips: every echo then sees the full queue, the echo base is the loaded RTT, and
     the queue reads near zero for as long as the uploads last. The flows' `tcpi_min_rtt`
     goes back to their handshake, on the empty path. Neither minimum can sit below the
-    path's true base, so the lower of the two is the better estimate of it. Lowered, it
-    says the echo never saw the path empty, so neither did its one-way legs: they go.
+    path's true base, so the lower of the two is the better estimate of it. Lowered by more
+    than the legs' own tolerance, it says the echo never saw the path empty, so neither did
+    its one-way legs: they go. By less, it is the kernel's RTT beating a round trip through
+    a user-space reflector (tens of microseconds), and they stay.
     """
     if floor_s is None or reading.rtt_s is None or reading.base_rtt_s is None \
             or floor_s >= reading.base_rtt_s:
         return reading
-    return replace(reading, base_rtt_s=floor_s, queue_delay_s=max(0.0, reading.rtt_s - floor_s),
-                   up_delay_s=None, down_delay_s=None)
+    lowered = replace(reading, base_rtt_s=floor_s,
+                      queue_delay_s=max(0.0, reading.rtt_s - floor_s))
+    if reading.base_rtt_s - floor_s <= OneWaySplit.SKEW_S:
+        return lowered
+    return replace(lowered, up_delay_s=None, down_delay_s=None)

@@ -31,7 +31,8 @@ class ClassPoint:
 class PeerPoint:
     """One peer's path over one interval; delays are the interval's worst, None if unmeasured.
     `role` says what the path is evidence for (`compute`, `bulk`, `uplink`, `gateway`),
-    `signal` which delay signal measured it."""
+    `signal` which delay signal measured it; `up_delay_s`/`down_delay_s` the queue's one-way
+    legs where the probe splits the round trip (None otherwise, and in older recordings)."""
 
     address: str
     queue_delay_s: float | None
@@ -40,6 +41,8 @@ class PeerPoint:
     loss: float
     role: str = "compute"
     signal: str | None = None
+    up_delay_s: float | None = None
+    down_delay_s: float | None = None
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,8 @@ class PeerTick:
     loss: float
     role: str = "compute"
     signal: str | None = None
+    up_delay_s: float | None = None
+    down_delay_s: float | None = None
 
 
 def _max(a: float | None, b: float | None) -> float | None:
@@ -69,7 +71,9 @@ class NetSampler:
                 p.address, _max(p.queue_delay_s, prev.queue_delay_s if prev else None),
                 _max(p.rtt_s, prev.rtt_s if prev else None), p.base_rtt_s,
                 max(p.loss, prev.loss if prev else 0.0), p.role,
-                p.signal or (prev.signal if prev else None))
+                p.signal or (prev.signal if prev else None),
+                _max(p.up_delay_s, prev.up_delay_s if prev else None),
+                _max(p.down_delay_s, prev.down_delay_s if prev else None))
         if t_s - self._start_s < self.interval_s:
             return None
         sample = NetSample(
