@@ -181,7 +181,7 @@ def test_the_probes_legs_tell_a_downloads_queue_from_an_uploads(testbed):
           f"ms, fifo {med(upload['fifo']) * 1e3:.1f} ms")
     for got, loaded, other in ((download, "down", "up"), (upload, "up", "down")):
         fifo_s = med(got["fifo"])
-        assert fifo_s > 0.2 * FIFO_DELAY_S, got["fifo"]           # the flow did load it
+        assert fifo_s > 0.1 * FIFO_DELAY_S, got["fifo"]           # the flow did load it
         assert min(got[loaded]) >= 0 and min(got[other]) >= 0, got   # the split was believed
         assert 0.6 * fifo_s < med(got[loaded]) < 1.6 * fifo_s + 0.005, (loaded, got)
         assert med(got[other]) < max(IDLE_FLOOR_S, 0.2 * fifo_s), (other, got)
