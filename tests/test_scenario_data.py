@@ -158,6 +158,22 @@ def test_the_downlink_line_names_the_paths_own_share_and_an_uplink_cut():
     assert "uplink never cut" in line.name and line.met
 
 
+def test_the_downlinks_floor_is_the_path_times_the_moving_share_slowed_to_what_is_left():
+    from integration.bench_scenario import downlink_floor
+    cfg = configs()["down"]
+    alone = _result("alone", [0.175] * 10)
+    down = _result("alone", [0.19] * 10, compute_bps=89.6e6)
+    # moving 89.6% of the step at 100 mbit; the policy leaves 95 - 9.5 = 85.5 for it
+    expected = 0.19 / 0.175 * (0.104 + 0.896 * 100 / 85.5)
+    assert downlink_floor(alone, down, cfg) == pytest.approx(expected)
+    results = {"alone": alone, "alone-down": down, "qosd-down": _result("qosd", [0.22] * 8)}
+    line = next(v for v in lines_from(results, configs()) if v.name.startswith("downlink"))
+    assert f"the policy's floor there {expected:.2f}x" in line.name
+    # a job that leaves the link idle half the time it is alone loses less to the policy
+    half = _result("alone", [0.19] * 10, compute_bps=50e6)
+    assert downlink_floor(alone, half, cfg) < downlink_floor(alone, down, cfg)
+
+
 def test_the_mean_shaped_link_replays_link_decisions_over_the_compute_window():
     decisions = (Decision(-1.0, "link", "upstream-bottleneck", "link", 100_000_000, 99_000_000),
                  Decision(2.0, "compute", "compute-demand", "rate", 60_000_000, 80_000_000),
