@@ -111,7 +111,7 @@ def queue_side(policy: Policy, state: ControllerState, tick: Tick, tuning: Tunin
     cannot read is a compute job alone on a host that shapes its ingress: the peer's bursts
     toward the host queue in the router's downstream buffer, both directions carry the same
     all-reduce, and the uplink was cut 100 -> 30-47 mbit for a queue it could not drain
-    (step 1.7-2.3x alone, from 1.04 with the IFB unshaped). An uplink shaped at the
+    (step 1.7-2.3x alone, from 1.04 with neither direction shaped). An uplink shaped at the
     router's own rate holds a real 3-4 ms beside it; counted as the uplink's standing
     queue while the downstream one was larger, it drew cuts to 80-90 mbit, sized on what
     a job held back by its downstream half sent."""
@@ -278,8 +278,9 @@ def _probe_cap(policy: Policy, state: ControllerState, autorate: AutorateState, 
     paired). The others' rate is their peak since the probe run began, held: past the
     bottleneck the router's fifo squeezes what they send, and a room that widened with it
     fed the squeeze (with a peak decaying 20% a second, compute went from 52 to 26 mbit and
-    disk from 8 to 35 over two seconds of steps at a 60 mbit router). A class that stopped for good gets its room
-    back when the run ends, at most `probe_cap_s` after its last step."""
+    disk from 8 to 35 over two seconds of steps at a 60 mbit router). A class that stopped
+    for good gets its room back when the run ends, at most `probe_cap_s` after its last
+    step."""
     last_step_s = autorate.last_probe_s
     past_estimate = autorate.link_bps > (autorate.capacity_hint_bps or 0)
     if not (is_probing(autorate, state.policy_link_bps, tuning) and last_step_s is not None
