@@ -89,7 +89,10 @@ def test_scavenger_never_below_guarantee_and_regrows_when_clear_and_backlogged()
     state, _ = run(state, severe)
     assert grants(state)["disk"].ceil_bps == 10 * MBIT
     state, idle = run(state, [tick(0.1 * k, disk=(1 * MBIT, 0, False)) for k in range(12, 20)])
-    assert not [d for d in idle if d.cls == "disk"]           # not held back: no growth
+    # not held back: its ceil does not grow (its rate follows the link back up: 10% of it)
+    assert not [d for d in idle if d.cls == "disk" and d.field == "ceil"]
+    links = {d.t_s: d.new_bps for d in idle if d.field == "link"}
+    assert all(d.new_bps == int(0.1 * links[d.t_s]) for d in idle if d.cls == "disk")
     state, made = run(state, [tick(0.1 * k, disk=(grants(state)["disk"].ceil_bps, 8000, True))
                               for k in range(20, 25)])
     growth = [d for d in made if d.cls == "disk" and d.field == "ceil"]
@@ -446,3 +449,19 @@ def test_scavengers_are_held_to_what_the_others_leave_only_while_a_probe_is_past
     assert below and past, seen
     assert all(ceil == link for link, ceil in below), below
     assert all(ceil < link - 45 * MBIT for link, ceil in past[:3]), past
+
+
+def test_a_share_of_the_link_is_a_share_of_the_link_in_force():
+    """Cut to 60 of 100 mbit, 60+10+10% of the configured link would sum over it and be
+    scaled up to 12.5% of the link for disk, from compute."""
+    state = initial_state(POLICY, NOON)
+    cut = 60 * MBIT
+    state = replace(state, autorate=replace(state.autorate, link_bps=cut, last_cut_s=0.9,
+                                            capacity_hint_bps=cut, cut_from_bps=100 * MBIT))
+    busy = dict(compute=(54 * MBIT, 30_000, True), disk=(6 * MBIT, 90_000, True))
+    state, _ = run(state, [tick(1.0, link_tx=cut, **busy)])
+    assert link_rate_bps(state) == cut
+    g = grants(state)
+    assert g["disk"].rate_bps == int(0.1 * cut)
+    assert g["other"].rate_bps == int(0.1 * cut)
+    assert g["compute"].rate_bps == cut - 2 * int(0.1 * cut)

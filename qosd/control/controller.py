@@ -140,9 +140,7 @@ def step(policy: Policy, state: ControllerState, tick: Tick,
     if control.mode == "observe":
         return replace(state, last_now_s=now), []
     base = base_limits(policy, link_policy_bps)
-    limits = capped_by_site(policy, effective_limits(policy, tick.wallclock, link_policy_bps)
-                            if active_overrides(policy, tick.wallclock) else base,
-                            tick.site_scavenger_bps)
+    limits = _limits_at(policy, tick, link_policy_bps, base)
     limits_cause: Reason = ("policy" if base != state.base_limits else
                             "site" if tick.site_scavenger_bps != state.site_scavenger_bps
                             else "schedule")
@@ -201,12 +199,17 @@ def step(policy: Policy, state: ControllerState, tick: Tick,
                                         queue_here=queue_here)
     if link_reason == "upstream-bottleneck":
         yield_tx_bps = None
-    # Right-size's cap is what the job needs, not a share: with disk's raised guarantee
-    # sized against the configured link, an autorate cut scaled every guarantee down and
-    # compute's under its need (measured: 53 -> 42.5 mbit at a 96 mbit link, steps 1.2-1.5x).
-    # Sized against the link in force, the guarantees fit it and compute keeps its cap.
-    alloc_limits = (sized_limits(unsized, policy, autorate.link_bps, sizing.cap_bps)
-                    if control.mode == "right-size" else limits)
+    # A share of the link is a share of the link in force. Resolved against the configured
+    # link, an autorate cut to 60 of 100 mbit left 60+10+10% summing over it, each scaled
+    # by 0.75: disk's 10% became 12.5% of the link, taken from compute whenever it moved
+    # (steps 1.17-1.22x, a cooperating peer's target 1.2x). Right-size's cap is what the
+    # job needs, not a share: sized against the configured link, an autorate cut scaled
+    # every guarantee down and compute's under its need (measured: 53 -> 42.5 mbit at a
+    # 96 mbit link, steps 1.2-1.5x).
+    in_force = (_limits_at(policy, tick, autorate.link_bps, None)
+                if autorate.link_bps < link_policy_bps else unsized)
+    alloc_limits = (sized_limits(in_force, policy, autorate.link_bps, sizing.cap_bps)
+                    if control.mode == "right-size" else in_force)
     alloc = allocate(autorate.link_bps, alloc_limits, policy.classes,
                      {name: cs.target_bps for name, cs in updated.items()})
     alloc, capped, probe_others_bps = _probe_cap(policy, state, autorate, tick, alloc,
@@ -228,6 +231,16 @@ def step(policy: Policy, state: ControllerState, tick: Tick,
         direction=state.direction, downstream=downstream, downstream_calm_s=downstream_calm_s,
         probe_others_bps=probe_others_bps, yield_tx_bps=yield_tx_bps)
     return next_state, decisions
+
+
+def _limits_at(policy: Policy, tick: Tick, link_bps: int,
+               base: Mapping[str, ClassLimits] | None) -> dict[str, ClassLimits]:
+    """The limits in force at `link_bps`: the schedule's, under the site's scavenger cap.
+    `base`, when given, is the policy's own at that rate, reused when no schedule runs."""
+    plain = base if base is not None and not active_overrides(policy, tick.wallclock) else None
+    return capped_by_site(policy, plain if plain is not None
+                          else effective_limits(policy, tick.wallclock, link_bps),
+                          tick.site_scavenger_bps)
 
 
 def _yield_tx(policy: Policy, state: ControllerState, tick: Tick, over: bool,
