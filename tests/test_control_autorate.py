@@ -391,18 +391,3 @@ def test_a_queue_that_drains_after_a_cut_holds_the_next_even_on_a_link_not_full(
     st, moves = _replay(st, measured)
     assert not [m for m in moves if m[1] == "upstream-bottleneck"], moves
     assert st.link_bps == int(61.3 * MBIT)
-
-
-def test_an_estimate_set_a_little_low_near_the_policy_link_rises_again():
-    """Probes stop short of an estimate near the policy link; one set low there (a
-    standing-queue cut on compute alone) must still rise, or the link rests under a
-    bottleneck that is the policy's own rate for good."""
-    from qosd.control.autorate import AutorateState
-    low = int(92.7 * MBIT)
-    st = AutorateState(link_bps=int(0.97 * low), calm_since_s=0.0, last_cut_s=0.0,
-                       capacity_hint_bps=low, cut_from_bps=100 * MBIT, tx_avg_bps=0.97 * low)
-    clear = [(round(0.1 * k, 1), 0.001, 200) for k in range(1, 301)]   # under target, full
-    st, moves = _replay(st, clear, policy_link_bps=100 * MBIT)
-    assert st.link_bps >= 0.97 * 100 * MBIT, moves
-    assert st.link_bps <= 100 * MBIT
-    assert all(why == "upstream-clear" for _, why, _ in moves)

@@ -15,10 +15,7 @@ Evidence that the shaped link is at or above the bottleneck:
 - choked: delay over target and rising while the host's sends fall short of the link:
   the queue grows on less than the link carries, so the bottleneck is below what got
   through (a capacity drop whose queue the signal shows too smoothed to read as building:
-  waiting `link_persist_s` for it took the first cut past 300 ms). Rising means by
-  `link_choke_slope`: the delay reads a queue late, so as a burst ends the host sends
-  less while the queue it left still shows rising, a little; read as choked, compute
-  alone on a link shaped at its router's rate was cut from 100 to 61 mbit (steps 1.65x);
+  waiting `link_persist_s` for it took the first cut past 300 ms);
 - building: delay over target and rising faster than noise (a capacity drop, cross
   traffic): cut on the first tick when severe, on the second when mild;
 - a probe hit: past the plateau, the delay went over target or rose by `probe_rise_mult`
@@ -82,7 +79,7 @@ it; the hold doubles each time the same level is hit again. Then it probes above
 per `probe_step_s`, each twice the last (convex, as CUBIC leaves its plateau) up to
 `probe_step_max_frac`, so a steady bottleneck costs one short excursion per hold, and one
 that went away, or was underestimated, is found again within a few steps (near the policy
-link they stop short of it: see `_probe_ceiling`). Probing needs the
+link they stop short of the estimate: see `_probe_ceiling`). Probing needs the
 delay under target, not within the hold band: a rule waiting for a loaded host's delay
 floor to clear would leave an underestimate in place for good. It also needs a link that
 carries `probe_load_frac` of its rate, and each step is judged by what it carried.
@@ -246,7 +243,7 @@ def _maybe_cut(st: AutorateState, view: DelayView, tick: Tick, sent_bps: tuple[f
     delay_s = view.delay_s or 0.0
     severe = delay_s >= tuning.link_severe_mult * view.target_s
     building = view.over and view.growth >= tuning.link_growth_min
-    choked = view.over and view.slope >= tuning.link_choke_slope and not full
+    choked = view.over and view.slope > 0.0 and not full
     probe_hit = probing and (view.over or delay_s - st.probe_delay_s
                              >= tuning.probe_rise_mult * view.target_s)
     persistent = (_for(st.over_since_s, now, tuning.link_persist_s)
@@ -313,10 +310,9 @@ def _refine_on_drain(st: AutorateState, view: DelayView, now: float,
 def _probe_ceiling(hint_bps: int | None, policy_link_bps: int, tuning: Tuning) -> int:
     """How far probes may go: the policy link, but only halfway from the plateau to the
     estimate once that is within `probe_near_frac` of it. There the most a probe could find
-    is a few percent, and the price is a standing queue for as long as the link sits at a
-    bottleneck that is the policy's own rate (a probe at the bottleneck's exact rate is
-    seen late, if at all). So that an estimate set low there can still rise, a link held
-    at this ceiling raises the estimate itself (`_creep`)."""
+    is a few percent,
+    and the price is a standing queue for as long as the link sits at a bottleneck that is
+    the policy's own rate (a probe at the bottleneck's exact rate is seen late, if at all)."""
     if hint_bps is not None and hint_bps >= (1.0 - tuning.probe_near_frac) * policy_link_bps:
         return min(policy_link_bps, int((1.0 + tuning.link_settle_frac) / 2 * hint_bps))
     return policy_link_bps
@@ -357,10 +353,7 @@ def _maybe_probe(st: AutorateState, view: DelayView, now: float, policy_link_bps
         step = min(int(tuning.probe_slow_frac * hint) << min(st.probe_streak, 16),
                    int(tuning.probe_step_max_frac * policy_link_bps))
         new_bps, streak = link_bps + max(min_change_bps, step), st.probe_streak + 1
-    ceiling_bps = _probe_ceiling(hint, policy_link_bps, tuning)
-    if hint is not None and link_bps >= ceiling_bps and ceiling_bps < policy_link_bps:
-        return _creep(st, now, policy_link_bps, tuning), None
-    new_bps = min(ceiling_bps, new_bps)
+    new_bps = min(_probe_ceiling(hint, policy_link_bps, tuning), new_bps)
     if new_bps <= link_bps:
         return st, None
     carried_bps = _step_carried_bps(st) if streak > 1 else None
@@ -369,23 +362,6 @@ def _maybe_probe(st: AutorateState, view: DelayView, now: float, policy_link_bps
                    probe_delay_s=view.delay_s or 0.0, probe_from_bps=link_bps,
                    episode_s=None, step_tx_sum_bps=0.0, step_ticks=0,
                    step_base_tx_bps=base_bps), "upstream-clear"
-
-
-def _creep(st: AutorateState, now: float, policy_link_bps: int,
-           tuning: Tuning) -> AutorateState:
-    """An estimate near the policy link, held at its probe ceiling: one slow step up per
-    plateau hold, the next probe goes that much further. Without it an estimate set a
-    little low there never rose again: a standing-queue cut on compute alone under a 100
-    mbit router found 92.7 mbit, and the link stayed at 91 for the rest of the run (steps
-    1.09x alone). A real bottleneck there is hit again one step past it, one hold later."""
-    hint = st.capacity_hint_bps
-    assert hint is not None and st.last_cut_s is not None
-    since_s = st.last_cut_s if st.last_probe_s is None else max(st.last_cut_s, st.last_probe_s)
-    if now - since_s < st.hold_s - EPS_S:
-        return st
-    step_bps = max(int(tuning.min_change_frac * policy_link_bps),
-                   int(tuning.probe_slow_frac * hint))
-    return replace(st, capacity_hint_bps=min(policy_link_bps, hint + step_bps), last_probe_s=now)
 
 
 def _carried_nothing_more(st: AutorateState, policy_link_bps: int,

@@ -40,9 +40,6 @@ class Tuning:
     link_cut_deepest: float = 0.3      # one cut never goes below this share of the link:
                                        # 100 -> 40 mbit is one cut, with room to drain
     link_growth_min: float = 0.05      # delay rising this fast (s/s) over target = building
-    link_choke_slope: float = 0.025    # ... this fast over two ticks, on a link the host does
-                                       # not fill: choked. A burst's tail read late rose
-                                       # 3.5 -> 6.4 ms (0.015); a drop to 40 mbit 1.7 -> 9.3
     link_floor_frac: float = 0.1       # never shape the link below this
     link_min_load_frac: float = 0.05   # sending less: the delay is not ours, do not cut
     link_severe_mult: float = 2.0      # delay this many targets deep: severe, confirmed at once
