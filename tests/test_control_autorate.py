@@ -8,6 +8,8 @@ import math
 import random
 from datetime import datetime
 
+import pytest
+
 from control_policy import DT_S, MBIT, POLICY, TARGET_S
 from policies.model import Link, Policy
 from qosd.control.simulate import Trace, piecewise, run_trace
@@ -391,3 +393,18 @@ def test_a_queue_that_drains_after_a_cut_holds_the_next_even_on_a_link_not_full(
     st, moves = _replay(st, measured)
     assert not [m for m in moves if m[1] == "upstream-bottleneck"], moves
     assert st.link_bps == int(61.3 * MBIT)
+
+
+@pytest.mark.xfail(strict=True, reason="known gap (#9): probes stop halfway to an estimate "
+                   "within 10% of the policy link, so one set low there never rises; a creep "
+                   "that raised it cost the capacity bench 2 of 8 lines and was reverted")
+def test_an_estimate_set_a_little_low_near_the_policy_link_rises_again():
+    """Measured: a standing-queue cut on compute alone under a 100 mbit router found 92.7
+    mbit, and the link rested at 91 for the rest of the run (steps 1.09x alone)."""
+    from qosd.control.autorate import AutorateState
+    low = int(92.7 * MBIT)
+    st = AutorateState(link_bps=int(0.97 * low), calm_since_s=0.0, last_cut_s=0.0,
+                       capacity_hint_bps=low, cut_from_bps=100 * MBIT, tx_avg_bps=0.97 * low)
+    clear = [(round(0.1 * k, 1), 0.001, 200) for k in range(1, 301)]   # under target, full
+    st, moves = _replay(st, clear, policy_link_bps=100 * MBIT)
+    assert st.link_bps >= 0.97 * 100 * MBIT, moves
