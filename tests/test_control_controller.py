@@ -5,7 +5,7 @@ from datetime import datetime
 
 import pytest
 
-from control_policy import MBIT, POLICY, pct
+from control_policy import MBIT, POLICY, TARGET_S, pct
 from qosd.control import (REASONS, ClassSample, PathSample, Tick, grants, initial_state,
                           link_rate_bps, step)
 from qosd.control.tuning import DEFAULT_TUNING as TUNING
@@ -406,7 +406,7 @@ def test_a_side_answers_for_the_whole_round_trip_only_while_its_leg_is_the_large
                       TUNING) == "egress"
     assert queue_side(policy, state, _split_tick(0.1, 0.016, 0.004, 0, 90 * MBIT),
                       TUNING) == "ingress"
-    assert _split_tick(0.1, 0.016, 0.006, 0).path.leg_s("egress") == 0.006
+    assert _split_tick(0.1, 0.016, 0.006, 0).path.leg_s("egress", TARGET_S) == 0.006
     # mostly upstream (11 of 20 ms): the whole round trip counts against the target, as
     # compute waits for all of it, exactly as where no probe splits it
     ticks = [_split_tick(0.1 * k, 0.0 if k < 3 else 0.020, 0.0 if k < 3 else 0.011,
@@ -420,10 +420,16 @@ def test_a_side_answers_for_the_whole_round_trip_only_while_its_leg_is_the_large
     # the IFB tree's controller reads the same way from its side
     down_heavy, up_heavy = (_split_tick(0.1, 0.012, 0.002, 0).path,
                             _split_tick(0.1, 0.012, 0.008, 0).path)
-    assert (down_heavy.leg_s("egress"), down_heavy.leg_s("ingress")) == (0.002, 0.012)
-    assert up_heavy.leg_s("egress") == 0.012
-    assert up_heavy.leg_s("ingress") == pytest.approx(0.004)
-    assert tick(0.1, delay_s=0.012).path.leg_s("egress") == 0.012     # no split: round trip
+    assert (down_heavy.leg_s("egress", TARGET_S),
+            down_heavy.leg_s("ingress", TARGET_S)) == (0.002, 0.012)
+    assert up_heavy.leg_s("egress", TARGET_S) == 0.012
+    assert up_heavy.leg_s("ingress", TARGET_S) == pytest.approx(0.004)
+    assert tick(0.1, delay_s=0.012).path.leg_s("egress", TARGET_S) == 0.012   # no split
+    # neither leg over the target alone: each side answers for its own (an uplink at its
+    # router's rate holding 4 ms beside a download's 3.8 is within the target)
+    both = _split_tick(0.1, 0.0079, 0.0041, 0).path
+    assert (both.leg_s("egress", TARGET_S), both.leg_s("ingress", TARGET_S)) == \
+        (0.0041, pytest.approx(0.0038))
 
 
 def test_scavengers_are_held_to_what_the_others_leave_only_while_a_probe_is_past_the_estimate():
