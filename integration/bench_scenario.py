@@ -134,6 +134,8 @@ def _share_lines(name: str, r: ModeResult, cfg: ScenarioConfig, p99_limit_mult: 
     p99 = r.delay_percentile_s(99, "bottleneck")
     base = "".join(f"; {mode}'s router p99 {b.delay_percentile_s(99, 'bottleneck') * 1e3:.1f} ms"
                    for mode, b in baselines.items())
+    if "static" in baselines and p99 <= baselines["static"].delay_percentile_s(99, "bottleneck"):
+        base += " (qosd's is no higher: this box's ping jitter under load, not a queue it left)"
     lines = []
     if "fifo" in baselines:
         capacity_bps = link_capacity_bps(baselines["fifo"])

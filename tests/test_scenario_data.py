@@ -314,3 +314,20 @@ def test_site_share_is_judged_against_what_fifo_carried_in_the_same_counters():
     assert not any("disk throughput" in line.name
                    for line in site_lines({k: v for k, v in results.items() if k != "fifo"},
                                           SiteConfig(disk_hosts=1, seconds=1.0)))
+
+
+def test_a_p99_over_target_but_no_higher_than_the_static_splits_says_so():
+    cfg = configs()
+    base = {"alone": _result("alone", [0.18] * 10, compute_bps=88e6),
+            "fifo": _result("fifo", [0.9] * 3, probes=((1.0, 0.08),), disk_bps=60e6)}
+
+    def p99_line(static_s: float):
+        results = {**base, "static": _result("static", [0.22] * 8, probes=((1.0, static_s),)),
+                   "qosd-duty": _result("qosd", [0.19] * 9, probes=((1.0, 0.006),))}
+        return next(v for v in lines_from(results, cfg)
+                    if v.name.startswith("duty-cycled compute: p99"))
+
+    floor, worse = p99_line(0.007), p99_line(0.003)
+    assert not floor.met and not worse.met            # over the 5 ms target either way
+    assert "no higher: this box's ping jitter" in floor.name
+    assert "jitter" not in worse.name
