@@ -21,6 +21,7 @@ from integration.testbed import Host, Testbed
 EXAMPLE = str(Path(__file__).resolve().parent.parent / "examples" / "elastic_train.py")
 LIGHTHOUSE_PORT = 29510
 STORE_PORT_BASE = 29600
+JOIN_TIMEOUT_MS = 10_000   # the lighthouse waits this long for a member it expects in a quorum
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,7 @@ class Job:
     """A lighthouse and replica groups of the example inside one namespace."""
 
     def __init__(self, host: Host, workdir: Path, steps: int, step_ms: float, groups: int = 3,
-                 heartbeat_timeout_ms: int = 1000, join_timeout_ms: int = 10000) -> None:
+                 heartbeat_timeout_ms: int = 1000, join_timeout_ms: int = JOIN_TIMEOUT_MS) -> None:
         self.host, self.workdir, self.steps, self.step_ms = host, workdir, steps, step_ms
         self.groups = [str(g) for g in range(groups)]
         self.procs: dict[str, subprocess.Popen] = {}
