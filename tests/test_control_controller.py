@@ -358,6 +358,9 @@ def test_a_downstream_reading_outlasts_an_all_reduces_gap_by_the_hold():
     assert [d.reason for d in made if d.field == "link"][:1] == ["upstream-bottleneck"]
 
 
+LEG_BOUNDS = (TARGET_S, TUNING.hold_band * TARGET_S)     # leg_s's target and band
+
+
 def _split_tick(now_s, delay_s, up_s, link_tx, ingress_rx=None):
     t = tick(now_s, delay_s=delay_s, link_tx=link_tx)
     path = replace(t.path, up_delay_s=up_s, down_delay_s=delay_s - up_s)
@@ -406,7 +409,7 @@ def test_a_side_answers_for_the_whole_round_trip_only_while_its_leg_is_the_large
                       TUNING) == "egress"
     assert queue_side(policy, state, _split_tick(0.1, 0.016, 0.004, 0, 90 * MBIT),
                       TUNING) == "ingress"
-    assert _split_tick(0.1, 0.016, 0.006, 0).path.leg_s("egress", TARGET_S) == 0.006
+    assert _split_tick(0.1, 0.016, 0.006, 0).path.leg_s("egress", *LEG_BOUNDS) == 0.006
     # mostly upstream (11 of 20 ms): the whole round trip counts against the target, as
     # compute waits for all of it, exactly as where no probe splits it
     ticks = [_split_tick(0.1 * k, 0.0 if k < 3 else 0.020, 0.0 if k < 3 else 0.011,
@@ -420,16 +423,19 @@ def test_a_side_answers_for_the_whole_round_trip_only_while_its_leg_is_the_large
     # the IFB tree's controller reads the same way from its side
     down_heavy, up_heavy = (_split_tick(0.1, 0.012, 0.002, 0).path,
                             _split_tick(0.1, 0.012, 0.008, 0).path)
-    assert (down_heavy.leg_s("egress", TARGET_S),
-            down_heavy.leg_s("ingress", TARGET_S)) == (0.002, 0.012)
-    assert up_heavy.leg_s("egress", TARGET_S) == 0.012
-    assert up_heavy.leg_s("ingress", TARGET_S) == pytest.approx(0.004)
-    assert tick(0.1, delay_s=0.012).path.leg_s("egress", TARGET_S) == 0.012   # no split
-    # neither leg over the target alone: each side answers for its own (an uplink at its
-    # router's rate holding 4 ms beside a download's 3.8 is within the target)
+    assert (down_heavy.leg_s("egress", *LEG_BOUNDS),
+            down_heavy.leg_s("ingress", *LEG_BOUNDS)) == (0.002, 0.012)
+    assert up_heavy.leg_s("egress", *LEG_BOUNDS) == 0.012
+    assert up_heavy.leg_s("ingress", *LEG_BOUNDS) == pytest.approx(0.004)
+    assert tick(0.1, delay_s=0.012).path.leg_s("egress", *LEG_BOUNDS) == 0.012   # no split
+    # both legs hold a queue and neither is over the target alone: each side answers for
+    # its own (an uplink at its router's rate holding 4 ms beside a download's 3.8) ...
     both = _split_tick(0.1, 0.0079, 0.0041, 0).path
-    assert (both.leg_s("egress", TARGET_S), both.leg_s("ingress", TARGET_S)) == \
+    assert (both.leg_s("egress", *LEG_BOUNDS), both.leg_s("ingress", *LEG_BOUNDS)) == \
         (0.0041, pytest.approx(0.0038))
+    # ... but beside a downstream leg with no queue to speak of, the uplink's 4.5 ms still
+    # answers for the whole 5.5
+    assert _split_tick(0.1, 0.0055, 0.0045, 0).path.leg_s("egress", *LEG_BOUNDS) == 0.0055
 
 
 def test_scavengers_are_held_to_what_the_others_leave_only_while_a_probe_is_past_the_estimate():

@@ -151,7 +151,8 @@ def step(policy: Policy, state: ControllerState, tick: Tick,
         limits = sized_limits(limits, policy, link_policy_bps, sizing.cap_bps)
         limits_cause = sized_reason or limits_cause
     dt_s = now - state.last_now_s if state.last_now_s is not None else control.interval_s
-    delay_s = tick.path.leg_s(state.direction, control.target_delay_s)
+    delay_s = tick.path.leg_s(state.direction, control.target_delay_s,
+                              tuning.hold_band * control.target_delay_s)
     older_dt_s = now - state.older_now_s if state.older_now_s is not None else 0.0
     # A tick that runs late is followed by one that runs early, while the probes that move
     # the delay keep their own pace: over the short gap, a rise that built across both

@@ -84,25 +84,27 @@ class PathSample:
             return max(0.0, self.rtt_s - self.base_rtt_s)
         return None
 
-    def leg_s(self, direction: str, target_s: float) -> float | None:
+    def leg_s(self, direction: str, target_s: float, band_s: float) -> float | None:
         """The delay a controller of `direction` (`egress`, `ingress`) answers for: the
-        whole round trip while its own leg is the larger one and over `target_s` on its
-        own, its own leg alone otherwise; the round trip where no probe splits it.
+        whole round trip while its own leg is the larger one, unless that leg is within
+        `target_s` and the other holds a queue of its own (over `band_s`); its own leg
+        alone otherwise; the round trip where no probe splits it.
 
         Compute waits for the whole round trip, so where the queue is mostly this side's,
         all of it counts against the target (read on its leg alone, the uplink let its own
         queue grow to the target beside the downstream one: a duty-cycled job's steps 219-228
         ms from 197-201, paired). Where it is mostly the other side's, this side can drain
-        only its own part, and cutting for the rest starved what it sends. Where neither leg
-        is over the target alone, this side's is within it: an uplink shaped at its router's
-        rate held 3-4 ms beside a download's 3-8 ms, the larger leg as often as not, and
-        answering for both drew cuts to 73-84 mbit (steps 1.3-1.4x alone, from 1.25)."""
+        only its own part, and cutting for the rest starved what it sends. Where both hold
+        a queue and neither is over the target alone, this side's is within it: an uplink
+        shaped at its router's rate held 3-4 ms beside a download's 3-8 ms, the larger leg
+        as often as not, and answering for both drew cuts to 73-84 mbit in 4 of 12 runs."""
         total = self.delay_s
         if self.up_delay_s is None or self.down_delay_s is None or total is None:
             return total
         own, other = ((self.up_delay_s, self.down_delay_s) if direction == "egress"
                       else (self.down_delay_s, self.up_delay_s))
-        return total if own >= other and own > target_s else max(0.0, own)
+        whole = own >= other and (own > target_s or other <= band_s)
+        return total if whole else max(0.0, own)
 
 
 @dataclass(frozen=True)
